@@ -1,0 +1,843 @@
+"""The one typed config of an mlplane platform.
+
+Everything a stack can set lives in this module as a pydantic model tree. The stack program reads
+the ``mlplane:platform`` config object, validates it here once (before any resource is
+registered) and hands the frozen models to the components; components never read
+``pulumi.Config`` themselves.
+
+Conventions:
+- every model forbids unknown keys and is frozen;
+- every field has a description and a default (or is explicitly required);
+- cross-field rules live in ``model_validator``s and name the fields they relate;
+- secrets are never written into this config: fields ending in ``_key`` name a *secret* Pulumi
+  config key (``pulumi config set --secret mlplane:<key> ...``) that holds the value.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from . import versions
+
+# --------------------------------------------------------------------------------------------
+# Scalar types
+# --------------------------------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CONFIG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CPU = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>m?)$")
+_MEMORY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+_MEMORY_FACTORS = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending "
+            "with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+def _dns_name(value: str) -> str:
+    if len(value) > 253 or not _DNS_NAME.match(value):
+        raise ValueError("must be a DNS-1123 subdomain such as 'mlplane.localhost'")
+    return value
+
+
+def _config_key(value: str) -> str:
+    if not _CONFIG_KEY.match(value):
+        raise ValueError(
+            "must name a Pulumi config key in the 'mlplane' namespace, such as 'githubToken' "
+            "(letters, digits and '_', starting with a letter)"
+        )
+    return value
+
+
+def _bucket(value: str) -> str:
+    if not _BUCKET.match(value) or ".." in value:
+        raise ValueError(
+            "must be an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', starting "
+            "and ending with a letter or digit"
+        )
+    return value
+
+
+def cpu_millicores(value: str) -> int:
+    """Parse a Kubernetes CPU quantity ('250m', '0.5', '2') into millicores."""
+    match = _CPU.match(value)
+    if not match:
+        raise ValueError("must be a CPU quantity such as '250m', '0.5' or '2'")
+    number = Decimal(match["num"])
+    return int(number if match["unit"] == "m" else number * 1000)
+
+
+def memory_bytes(value: str) -> int:
+    """Parse a Kubernetes memory quantity ('512Mi', '1Gi', '1G') into bytes."""
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError("must be a memory quantity such as '256Mi', '1Gi' or '500M'")
+    return int(Decimal(match["num"]) * _MEMORY_FACTORS[match["unit"]])
+
+
+def _cpu(value: str) -> str:
+    cpu_millicores(value)
+    return value
+
+
+def _memory(value: str) -> str:
+    memory_bytes(value)
+    return value
+
+
+def _duration(value: str) -> str:
+    if not _DURATION.match(value):
+        raise ValueError("must be a duration such as '30s', '5m', '7d'")
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+ConfigKey = Annotated[str, AfterValidator(_config_key)]
+BucketName = Annotated[str, AfterValidator(_bucket)]
+Cpu = Annotated[str, AfterValidator(_cpu)]
+Memory = Annotated[str, AfterValidator(_memory)]
+Storage = Annotated[str, AfterValidator(_memory)]
+Duration = Annotated[str, AfterValidator(_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared blocks
+# --------------------------------------------------------------------------------------------
+
+
+class Amounts(_Model):
+    """A CPU and memory amount."""
+
+    cpu: Cpu = Field(description="CPU quantity, e.g. '100m'.")
+    memory: Memory = Field(description="Memory quantity, e.g. '256Mi'.")
+
+
+class Resources(_Model):
+    """Requests and limits of one container. mlplane sets both on every workload."""
+
+    requests: Amounts = Field(description="What the scheduler reserves for the container.")
+    limits: Amounts = Field(description="The most the container may use.")
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        if cpu_millicores(self.requests.cpu) > cpu_millicores(self.limits.cpu):
+            raise ValueError(
+                f"requests.cpu ({self.requests.cpu}) is above limits.cpu ({self.limits.cpu}); "
+                "requests must not exceed limits"
+            )
+        if memory_bytes(self.requests.memory) > memory_bytes(self.limits.memory):
+            raise ValueError(
+                f"requests.memory ({self.requests.memory}) is above limits.memory "
+                f"({self.limits.memory}); requests must not exceed limits"
+            )
+        return self
+
+
+def resources(req_cpu: str, req_mem: str, lim_cpu: str, lim_mem: str) -> Any:
+    """A default factory for a :class:`Resources` field."""
+    return lambda: Resources(
+        requests=Amounts(cpu=req_cpu, memory=req_mem),
+        limits=Amounts(cpu=lim_cpu, memory=lim_mem),
+    )
+
+
+class ImagesConfig(_Model):
+    """Where container images come from."""
+
+    registry_mirror: str | None = Field(
+        default=None,
+        description=(
+            "Pull every platform image through this registry host (and optional path) instead "
+            "of its upstream registry, e.g. 'mirror.corp.example/upstream' for air-gapped "
+            "installs. The repository path and pinned tag are kept. Default: upstream registries."
+        ),
+    )
+
+
+class LifecycleConfig(_Model):
+    """How stateful resources are protected."""
+
+    throwaway: bool = Field(
+        default=False,
+        description=(
+            "A throwaway stack (a laptop or CI sandbox): stateful resources (database, object "
+            "store, registry volume, cluster) are neither `protect`ed nor retained on delete, "
+            "so `pulumi destroy` removes everything. Default false: stateful resources are "
+            "protected and retained on delete."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------
+
+
+class KindClusterConfig(_Model):
+    """A kind cluster created and deleted by the stack."""
+
+    name: DnsLabel = Field(default="mlplane", description="Name of the kind cluster.")
+    kubernetes_version: Literal["1.34", "1.35", "1.36", "1.37"] = Field(
+        default=versions.DEFAULT_KUBERNETES,
+        description="Kubernetes minor of the node image (the pinned kind node image for it).",
+    )
+    http_port: Port = Field(
+        default=80,
+        description="Host port on 127.0.0.1 that reaches the platform Gateway (HTTP).",
+    )
+
+
+class ExistingClusterConfig(_Model):
+    """A cluster that already exists and is adopted, not created."""
+
+    kubeconfig: str = Field(
+        default="~/.kube/config", description="Path of the kubeconfig file to read."
+    )
+    context: str = Field(description="Kubeconfig context to use (required: never the ambient one).")
+
+
+class RenderClusterConfig(_Model):
+    """No cluster: the Kubernetes provider writes manifests to a directory (`pulumi up` renders)."""
+
+    directory: str = Field(
+        description="Directory the Kubernetes provider writes manifests into (render_yaml_to_directory)."
+    )
+
+
+class ClusterConfig(_Model):
+    """Where the platform runs."""
+
+    mode: Literal["kind", "existing", "render"] = Field(
+        default="kind",
+        description=(
+            "'kind' creates a local kind cluster; 'existing' adopts a cluster from a kubeconfig; "
+            "'render' writes manifests to a directory instead of applying them."
+        ),
+    )
+    kind: KindClusterConfig = Field(
+        default_factory=KindClusterConfig, description="Settings for mode 'kind'."
+    )
+    existing: ExistingClusterConfig | None = Field(
+        default=None, description="Settings for mode 'existing' (required there)."
+    )
+    render: RenderClusterConfig | None = Field(
+        default=None, description="Settings for mode 'render' (required there)."
+    )
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> ClusterConfig:
+        if self.mode == "existing" and self.existing is None:
+            raise ValueError("mode 'existing' needs an 'existing' block with at least 'context'")
+        if self.mode == "render" and self.render is None:
+            raise ValueError("mode 'render' needs a 'render' block with 'directory'")
+        if self.mode != "existing" and self.existing is not None:
+            raise ValueError(f"'existing' is only used with mode 'existing' (mode is '{self.mode}')")
+        if self.mode != "render" and self.render is not None:
+            raise ValueError(f"'render' is only used with mode 'render' (mode is '{self.mode}')")
+        return self
+
+
+class BundledRegistryConfig(_Model):
+    """A registry container on Docker, on kind's network."""
+
+    host_port: Port = Field(
+        default=5001, description="Port on 127.0.0.1 where the host pushes images (localhost:PORT)."
+    )
+
+
+class ExternalRegistryConfig(_Model):
+    """An existing container registry."""
+
+    url: str = Field(
+        description="Registry host and optional path images are pushed to and pulled from, e.g. 'ghcr.io/acme'."
+    )
+    pull_secret_key: ConfigKey | None = Field(
+        default=None,
+        description=(
+            "Secret config key holding a Docker config JSON for pulling from this registry. "
+            "Default: none (anonymous pulls)."
+        ),
+    )
+
+
+class RegistryConfig(_Model):
+    """The container image registry."""
+
+    mode: Literal["bundled", "external"] = Field(
+        default="bundled",
+        description="'bundled' runs a registry container next to kind; 'external' uses an existing registry.",
+    )
+    bundled: BundledRegistryConfig = Field(
+        default_factory=BundledRegistryConfig, description="Settings for mode 'bundled'."
+    )
+    external: ExternalRegistryConfig | None = Field(
+        default=None, description="Settings for mode 'external' (required there)."
+    )
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> RegistryConfig:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("mode 'external' needs an 'external' block with 'url'")
+        if self.mode == "bundled" and self.external is not None:
+            raise ValueError("'external' is only used with mode 'external' (mode is 'bundled')")
+        return self
+
+
+class RoutingConfig(_Model):
+    """Gateway API routing to every UI (Envoy Gateway)."""
+
+    domain: DnsName = Field(
+        default="mlplane.localhost",
+        description=(
+            "Parent domain of every UI host name (mlflow.<domain>, grafana.<domain>, ...). "
+            "Names under '.localhost' resolve to 127.0.0.1 without editing /etc/hosts."
+        ),
+    )
+    controller_resources: Resources = Field(
+        default_factory=resources("50m", "96Mi", "500m", "256Mi"),
+        description="Requests and limits of the Envoy Gateway controller.",
+    )
+    proxy_resources: Resources = Field(
+        default_factory=resources("50m", "64Mi", "500m", "256Mi"),
+        description="Requests and limits of the Gateway's Envoy proxy.",
+    )
+
+
+class ObjectStoreBuckets(_Model):
+    """Bucket names."""
+
+    artifacts: BucketName = Field(
+        default="mlplane-artifacts", description="MLflow artifacts (runs, logged models)."
+    )
+    datasets: BucketName = Field(default="mlplane-datasets", description="Training and evaluation data.")
+    models: BucketName = Field(default="mlplane-models", description="Exported and packaged models.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ObjectStoreBuckets:
+        names = [self.artifacts, self.datasets, self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bucket names must be distinct, got {names}")
+        return self
+
+
+class BundledObjectStoreConfig(_Model):
+    """A single-node SeaweedFS S3 store inside the cluster."""
+
+    storage_size: Storage = Field(default="10Gi", description="Size of the data volume.")
+    resources: Resources = Field(
+        default_factory=resources("50m", "128Mi", "1", "512Mi"),
+        description="Requests and limits of the SeaweedFS server.",
+    )
+
+
+class ExternalObjectStoreConfig(_Model):
+    """An existing S3-compatible endpoint whose buckets already exist."""
+
+    endpoint: str = Field(
+        description="S3 endpoint URL, e.g. 'https://s3.eu-west-1.amazonaws.com'.",
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+    )
+    region: str = Field(default="us-east-1", description="Region sent with S3 requests.")
+    access_key_id_key: ConfigKey = Field(
+        description="Secret config key holding the access key id MLflow uses."
+    )
+    secret_access_key_key: ConfigKey = Field(
+        description="Secret config key holding the secret access key MLflow uses."
+    )
+
+
+class ObjectStorageConfig(_Model):
+    """Object storage for artifacts, datasets and models."""
+
+    mode: Literal["bundled", "external"] = Field(
+        default="bundled", description="'bundled' runs SeaweedFS in the cluster; 'external' uses an existing S3 endpoint."
+    )
+    buckets: ObjectStoreBuckets = Field(
+        default_factory=ObjectStoreBuckets, description="Bucket names (created when bundled)."
+    )
+    bundled: BundledObjectStoreConfig = Field(
+        default_factory=BundledObjectStoreConfig, description="Settings for mode 'bundled'."
+    )
+    external: ExternalObjectStoreConfig | None = Field(
+        default=None, description="Settings for mode 'external' (required there)."
+    )
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> ObjectStorageConfig:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("mode 'external' needs an 'external' block with 'endpoint' and credential keys")
+        if self.mode == "bundled" and self.external is not None:
+            raise ValueError("'external' is only used with mode 'external' (mode is 'bundled')")
+        return self
+
+
+class BundledDatabaseConfig(_Model):
+    """A single PostgreSQL instance inside the cluster."""
+
+    storage_size: Storage = Field(default="2Gi", description="Size of the data volume.")
+    resources: Resources = Field(
+        default_factory=resources("50m", "128Mi", "1", "512Mi"),
+        description="Requests and limits of PostgreSQL.",
+    )
+
+
+class ExternalDatabaseConfig(_Model):
+    """An existing PostgreSQL server and database."""
+
+    host: str = Field(description="Host name of the PostgreSQL server.", min_length=1)
+    port: Port = Field(default=5432, description="Port of the PostgreSQL server.")
+    database: str = Field(default="mlflow", description="Database MLflow uses.", min_length=1)
+    username: str = Field(default="mlflow", description="Role MLflow connects as.", min_length=1)
+    password_key: ConfigKey = Field(description="Secret config key holding the role's password.")
+    sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="require", description="libpq sslmode for the connection."
+    )
+
+
+class DatabaseConfig(_Model):
+    """The PostgreSQL database behind MLflow."""
+
+    mode: Literal["bundled", "external"] = Field(
+        default="bundled", description="'bundled' runs PostgreSQL in the cluster; 'external' uses an existing server."
+    )
+    bundled: BundledDatabaseConfig = Field(
+        default_factory=BundledDatabaseConfig, description="Settings for mode 'bundled'."
+    )
+    external: ExternalDatabaseConfig | None = Field(
+        default=None, description="Settings for mode 'external' (required there)."
+    )
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> DatabaseConfig:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("mode 'external' needs an 'external' block with 'host' and 'password_key'")
+        if self.mode == "bundled" and self.external is not None:
+            raise ValueError("'external' is only used with mode 'external' (mode is 'bundled')")
+        return self
+
+
+class TrackingConfig(_Model):
+    """The MLflow tracking server and model registry."""
+
+    workers: int = Field(
+        default=1, ge=1, le=8, description="uvicorn workers (each needs ~400 MB; 1 fits a laptop)."
+    )
+    auth: bool = Field(
+        default=True,
+        description=(
+            "MLflow basic auth with a generated admin password (users and permissions stored in "
+            "PostgreSQL). Turning it off leaves the tracking server open to anyone who reaches it."
+        ),
+    )
+    resources: Resources = Field(
+        default_factory=resources("100m", "512Mi", "1", "1536Mi"),
+        description="Requests and limits of the tracking server.",
+    )
+
+
+class GitHubAppCredentials(_Model):
+    """A GitHub App installed on the organization or repository (recommended)."""
+
+    app_id: int = Field(description="GitHub App id.", gt=0)
+    installation_id: int = Field(description="Installation id of the app.", gt=0)
+    private_key_key: ConfigKey = Field(description="Secret config key holding the app's PEM private key.")
+
+
+class CiRunnersConfig(_Model):
+    """GitHub Actions Runner Controller with one runner scale set."""
+
+    github_config_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^\s/]+/[^\s/]+(/[^\s/]+)?/?$",
+        description=(
+            "Organization or repository URL the runners register with, e.g. "
+            "'https://github.com/acme' or 'https://github.com/acme/models'. Unset: runners are off."
+        ),
+    )
+    github_app: GitHubAppCredentials | None = Field(
+        default=None, description="Authenticate as a GitHub App (preferred over a token)."
+    )
+    github_token_key: ConfigKey | None = Field(
+        default=None, description="Secret config key holding a personal access token (fine-grained)."
+    )
+    runner_labels: list[DnsLabel] = Field(
+        default_factory=lambda: ["mlplane"],
+        description="Name of the scale set; workflows select it with `runs-on: <first label>`.",
+        min_length=1,
+        max_length=1,
+    )
+    min_runners: int = Field(default=0, ge=0, description="Idle runners kept warm (0 scales to zero).")
+    max_runners: int = Field(default=3, ge=1, le=100, description="Most runners at once.")
+    container_mode: Literal["kubernetes-novolume", "kubernetes", "dind"] = Field(
+        default="kubernetes-novolume",
+        description=(
+            "How job containers run: 'kubernetes-novolume' and 'kubernetes' run them as pods "
+            "(no privilege); 'dind' adds a privileged Docker sidecar and needs "
+            "allow_privileged_runners."
+        ),
+    )
+    allow_privileged_runners: bool = Field(
+        default=False,
+        description="Explicit opt-out of Pod Security 'restricted' for the runner namespace (needed by 'dind').",
+    )
+    runner_resources: Resources = Field(
+        default_factory=resources("250m", "512Mi", "2", "4Gi"),
+        description="Requests and limits of each runner pod (counted when runners are busy).",
+    )
+    controller_resources: Resources = Field(
+        default_factory=resources("20m", "64Mi", "250m", "256Mi"),
+        description="Requests and limits of the ARC controller (and the scale set listener).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.github_config_url is not None and (
+            self.github_app is not None or self.github_token_key is not None
+        )
+
+    @model_validator(mode="after")
+    def _rules(self) -> CiRunnersConfig:
+        if self.github_app is not None and self.github_token_key is not None:
+            raise ValueError("set either 'github_app' or 'github_token_key', not both")
+        has_credentials = self.github_app is not None or self.github_token_key is not None
+        if has_credentials and self.github_config_url is None:
+            raise ValueError("credentials are set but 'github_config_url' is not: set the org or repo URL")
+        if self.min_runners > self.max_runners:
+            raise ValueError(
+                f"min_runners ({self.min_runners}) is above max_runners ({self.max_runners})"
+            )
+        if self.container_mode == "dind" and not self.allow_privileged_runners:
+            raise ValueError(
+                "container_mode 'dind' runs a privileged sidecar: set allow_privileged_runners: "
+                "true to opt out of Pod Security 'restricted' explicitly, or use 'kubernetes-novolume'"
+            )
+        return self
+
+
+class ModelRef(_Model):
+    """One model version in the MLflow registry: a version number or an alias."""
+
+    version: int | None = Field(default=None, ge=1, description="Registered model version number.")
+    alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+        description="Registered model alias, e.g. 'champion'.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelRef:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("set exactly one of 'version' or 'alias'")
+        return self
+
+    @property
+    def uri_suffix(self) -> str:
+        return f"@{self.alias}" if self.alias else f"/{self.version}"
+
+    @property
+    def label(self) -> str:
+        return self.alias.lower().replace("_", "-") if self.alias else f"v{self.version}"
+
+
+class CanaryConfig(ModelRef):
+    """A second version receiving a share of the traffic."""
+
+    weight: int = Field(default=10, ge=1, le=99, description="Percent of requests sent to the canary.")
+
+
+class ModelConfig(ModelRef):
+    """A model served from the MLflow registry."""
+
+    name: DnsLabel = Field(description="Name of the deployment, service and route (a DNS label).")
+    registered_model: str = Field(
+        min_length=1, max_length=256, description="Name of the registered model in MLflow."
+    )
+    min_replicas: int = Field(default=1, ge=1, le=50, description="Fewest replicas the HPA keeps.")
+    max_replicas: int = Field(default=3, ge=1, le=100, description="Most replicas the HPA scales to.")
+    target_cpu_utilization: int = Field(
+        default=70, ge=10, le=100, description="HPA target: average CPU use in percent of requests."
+    )
+    workers: int = Field(default=1, ge=1, le=8, description="Scoring server workers per replica.")
+    resources: Resources = Field(
+        default_factory=resources("100m", "384Mi", "1", "1Gi"),
+        description="Requests and limits of each replica.",
+    )
+    canary: CanaryConfig | None = Field(
+        default=None, description="Serve a second version to a share of requests. Default: none."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        if self.canary is not None and (self.canary.version, self.canary.alias) == (
+            self.version,
+            self.alias,
+        ):
+            raise ValueError("canary must name a different version or alias than the model itself")
+        return self
+
+
+class MetricsServerConfig(_Model):
+    """metrics-server, which feeds the HPAs."""
+
+    enabled: bool = Field(
+        default=True, description="Install metrics-server (turn off when the cluster already has one)."
+    )
+    resources: Resources = Field(
+        default_factory=resources("25m", "48Mi", "250m", "128Mi"),
+        description="Requests and limits of metrics-server.",
+    )
+
+
+class ServingConfig(_Model):
+    """Model serving with autoscaling."""
+
+    models: list[ModelConfig] = Field(
+        default_factory=list, description="Models to serve, each from a registered model version or alias."
+    )
+    metrics_server: MetricsServerConfig = Field(
+        default_factory=MetricsServerConfig, description="metrics-server settings."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServingConfig:
+        seen: set[str] = set()
+        for index, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models[{index}].name '{model.name}' is used twice; names must be unique")
+            seen.add(model.name)
+        return self
+
+
+class AlertsConfig(_Model):
+    """Alert thresholds."""
+
+    model_error_rate: float = Field(
+        default=0.05, gt=0, lt=1, description="Alert when a model's 5xx share of requests exceeds this."
+    )
+    model_p99_latency_seconds: float = Field(
+        default=1.0, gt=0, description="Alert when a model's p99 latency exceeds this many seconds."
+    )
+    for_: Duration = Field(
+        default="5m", alias="for", description="How long a condition must hold before it fires."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PrometheusConfig(_Model):
+    """The built-in Prometheus."""
+
+    retention: Duration = Field(default="7d", description="How long samples are kept.")
+    scrape_interval: Duration = Field(default="30s", description="Scrape interval.")
+    storage_size: Storage = Field(default="5Gi", description="Size of the TSDB volume.")
+    resources: Resources = Field(
+        default_factory=resources("50m", "256Mi", "1", "768Mi"),
+        description="Requests and limits of Prometheus.",
+    )
+
+
+class GrafanaConfig(_Model):
+    """The built-in Grafana."""
+
+    resources: Resources = Field(
+        default_factory=resources("25m", "128Mi", "500m", "384Mi"),
+        description="Requests and limits of Grafana.",
+    )
+
+
+class MonitoringConfig(_Model):
+    """Metrics, dashboards and alerts."""
+
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig, description="Prometheus settings.")
+    grafana: GrafanaConfig = Field(default_factory=GrafanaConfig, description="Grafana settings.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert thresholds.")
+
+
+# --------------------------------------------------------------------------------------------
+# The platform
+# --------------------------------------------------------------------------------------------
+
+
+class PlatformConfig(_Model):
+    """An mlplane platform: the value of the `mlplane:platform` stack config key."""
+
+    target: Literal["local"] = Field(
+        default="local",
+        description="Where the platform runs. 'local': kind and Docker on this machine (or an existing cluster).",
+    )
+    name: DnsLabel = Field(
+        default="mlplane",
+        description="Platform name: prefix of namespaces, resource names and the root component.",
+        max_length=30,
+    )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where the platform runs.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Container image registry.")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Gateway API routing to the UIs.")
+    object_storage: ObjectStorageConfig = Field(
+        default_factory=ObjectStorageConfig, description="S3-compatible object storage."
+    )
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="PostgreSQL for MLflow.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking server.")
+    ci_runners: CiRunnersConfig = Field(
+        default_factory=CiRunnersConfig, description="GitHub Actions runners inside the platform."
+    )
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="Model serving.")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Monitoring.")
+    images: ImagesConfig = Field(default_factory=ImagesConfig, description="Image sources.")
+    lifecycle: LifecycleConfig = Field(
+        default_factory=LifecycleConfig, description="Protection of stateful resources."
+    )
+
+    @model_validator(mode="after")
+    def _cross_rules(self) -> PlatformConfig:
+        if self.registry.mode == "bundled" and self.cluster.mode != "kind":
+            raise ValueError(
+                "registry.mode 'bundled' runs a Docker container on kind's network and needs "
+                f"cluster.mode 'kind' (cluster.mode is '{self.cluster.mode}'): set registry.mode "
+                "'external' with registry.external.url"
+            )
+        return self
+
+    def secret_keys(self) -> list[tuple[str, str]]:
+        """Every secret config key the config names, as (field path, key)."""
+        found: list[tuple[str, str]] = []
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, BaseModel):
+                for field_name in type(node).model_fields:
+                    walk(getattr(node, field_name), f"{path}.{field_name}" if path else field_name)
+            elif isinstance(node, list):
+                for index, item in enumerate(node):
+                    walk(item, f"{path}[{index}]")
+            elif isinstance(node, str) and path.endswith("_key"):
+                found.append((path, node))
+
+        walk(self, "")
+        return found
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """Invalid config: one line per problem, each naming the field path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _path(loc: tuple[Any, ...], root: str) -> str:
+    out = root
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "literal[")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _given(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_errors(error: ValidationError, root: str, model: type[BaseModel]) -> list[str]:
+    """Turn a pydantic ValidationError into one line per problem: path, message, given value."""
+    lines = []
+    for item in error.errors(include_url=False):
+        path = _path(item["loc"], root)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            parent = item["loc"][:-1]
+            found = _model_at(parent, model)
+            allowed = ", ".join(sorted(found.model_fields)) if found else "see `mlplane schema`"
+            lines.append(f"{path}: unknown key; allowed keys here: {allowed}")
+            continue
+        if item["type"] == "missing":
+            lines.append(f"{path}: required field is missing")
+            continue
+        lines.append(f"{path}: {message} (given: {_given(item.get('input'))})")
+    return lines
+
+
+def _model_at(loc: tuple[Any, ...], model: type[BaseModel]) -> type[BaseModel] | None:
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        nested = [
+            inner
+            for candidate in candidates
+            for inner in (candidate, *typing.get_args(candidate))
+            if isinstance(inner, type) and issubclass(inner, BaseModel)
+        ]
+        current = nested[0] if nested else None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+
+def parse_platform(raw: Any, root: str = "mlplane:platform") -> PlatformConfig:
+    """Validate a raw platform object. Raises ConfigError naming each offending field."""
+    if raw is None:
+        return PlatformConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{root}: must be a mapping of platform settings (given: {_given(raw)})"])
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_errors(error, root, PlatformConfig)) from None

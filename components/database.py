@@ -1,0 +1,154 @@
+"""PostgreSQL for the MLflow backend store: bundled in the cluster, or an existing server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from . import kube
+from .config import DatabaseConfig
+
+TYPE = "mlplane:database:Database"
+#: UID of the postgres user in the official image.
+POSTGRES_UID = 999
+PORT = 5432
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    config: DatabaseConfig
+    platform: kube.Platform
+
+
+class Database(pulumi.ComponentResource):
+    """A PostgreSQL database and the credentials to reach it.
+
+    Outputs: ``host``, ``port``, ``database``, ``username``, ``password`` (secret), ``sslmode``,
+    ``namespace`` (empty when external).
+    """
+
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    database: pulumi.Output[str]
+    username: pulumi.Output[str]
+    password: pulumi.Output[str]
+    sslmode: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        self.scrape_targets: list[kube.ScrapeTarget] = []
+        cfg = args.config
+        if cfg.mode == "external":
+            ext = cfg.external
+            assert ext is not None  # guaranteed by DatabaseConfig validation
+            self.host = pulumi.Output.from_input(ext.host)
+            self.port = pulumi.Output.from_input(ext.port)
+            self.database = pulumi.Output.from_input(ext.database)
+            self.username = pulumi.Output.from_input(ext.username)
+            self.password = pulumi.Output.secret(args.platform.secret(ext.password_key))
+            self.sslmode = pulumi.Output.from_input(ext.sslmode)
+            self.namespace = pulumi.Output.from_input("")
+        else:
+            self._bundled(name, args)
+        self.register_outputs(
+            {
+                "host": self.host,
+                "port": self.port,
+                "database": self.database,
+                "username": self.username,
+                "password": self.password,
+            }
+        )
+
+    def _bundled(self, name: str, args: DatabaseArgs) -> None:
+        platform, cfg = args.platform, args.config.bundled
+        labels = platform.labels("database", "postgres")
+        selector = platform.selector("database", "postgres")
+        ns_name = f"{platform.name}-database"
+        ns = kube.namespace(platform, f"{name}-namespace", ns_name, parent=self, component="database")
+        namespace = ns.metadata.name
+
+        password = random.RandomPassword(
+            f"{name}-password",
+            length=32,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata={"name": "postgres-credentials", "namespace": namespace, "labels": labels},
+            type="Opaque",
+            string_data={"username": "mlflow", "password": password.result, "database": "mlflow"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        data_dir = "/var/lib/postgresql"
+        postgres = kube.container(
+            "postgres",
+            platform.image("postgres"),
+            cfg.resources,
+            env=[
+                kube.secret_env("POSTGRES_USER", secret.metadata.name, "username"),
+                kube.secret_env("POSTGRES_PASSWORD", secret.metadata.name, "password"),
+                kube.secret_env("POSTGRES_DB", secret.metadata.name, "database"),
+                {"name": "PGDATA", "value": f"{data_dir}/18/docker"},
+            ],
+            ports=[("postgres", PORT)],
+            liveness=kube.exec_probe(["pg_isready", "-U", "mlflow", "-d", "mlflow", "-h", "127.0.0.1"], period=15, failures=6),
+            readiness=kube.exec_probe(["pg_isready", "-U", "mlflow", "-d", "mlflow", "-h", "127.0.0.1"], period=5),
+            mounts=[
+                {"name": "data", "mountPath": data_dir},
+                {"name": "run", "mountPath": "/var/run/postgresql"},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        )
+        workload = kube.Workload(
+            containers=[postgres],
+            uid=POSTGRES_UID,
+            fs_group=POSTGRES_UID,
+            volumes=[
+                {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            ],
+        )
+        svc = kube.service(
+            f"{name}-service",
+            name="postgres",
+            namespace=namespace,
+            labels=labels,
+            selector=selector,
+            ports=[("postgres", PORT, "postgres")],
+            parent=self,
+        )
+        k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata={"name": "postgres", "namespace": namespace, "labels": labels},
+            spec={
+                "serviceName": svc.metadata.name,
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "template": workload.template(labels),
+                "persistentVolumeClaimRetentionPolicy": {
+                    "whenDeleted": "Retain" if platform.protect_stateful else "Delete",
+                    "whenScaled": "Retain",
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data", "labels": labels},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": cfg.storage_size}},
+                        },
+                    }
+                ],
+            },
+            opts=platform.stateful(self),
+        )
+        self.namespace = namespace
+        self.host = pulumi.Output.concat("postgres.", namespace, ".svc.cluster.local")
+        self.port = pulumi.Output.from_input(PORT)
+        self.database = pulumi.Output.from_input("mlflow")
+        self.username = pulumi.Output.from_input("mlflow")
+        self.password = pulumi.Output.secret(password.result)
+        self.sslmode = pulumi.Output.from_input("disable")

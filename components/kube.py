@@ -1,0 +1,357 @@
+"""Building blocks every component uses to emit Kubernetes objects the same, secure way.
+
+The security baseline (Pod Security "restricted", requests and limits, probes, pinned images,
+no service account token unless needed) is encoded here once, so a component cannot forget it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import versions
+from .config import Resources
+
+#: Label keys mlplane puts on everything it creates.
+PART_OF = "app.kubernetes.io/part-of"
+COMPONENT = "app.kubernetes.io/component"
+NAME = "app.kubernetes.io/name"
+INSTANCE = "app.kubernetes.io/instance"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+#: Namespaces carrying this label may attach HTTPRoutes to the platform Gateway.
+GATEWAY_ACCESS = "mlplane.dev/gateway-access"
+#: Pods carrying this label are scraped by the platform Prometheus (value: the port name).
+SCRAPE = "mlplane.dev/scrape"
+#: Annotation explaining a deliberate exception to a security check.
+CHECKOV_SKIP = "checkov.io/skip"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What every component needs to know about the platform it belongs to.
+
+    Built once at the stack root from the validated config and handed to every component.
+    """
+
+    name: str
+    provider: k8s.Provider
+    protect_stateful: bool
+    #: Resolves a secret config key (a ``*_key`` field of the config) to its secret value.
+    secret: Callable[[str], pulumi.Output[str]]
+    registry_mirror: str | None = None
+
+    def image(self, key: str) -> str:
+        """The pinned reference of an upstream image, through the mirror when one is set."""
+        return versions.IMAGES[key].ref(self.registry_mirror)
+
+    def labels(self, component: str, name: str | None = None) -> dict[str, str]:
+        return {
+            PART_OF: self.name,
+            COMPONENT: component,
+            NAME: name or component,
+            MANAGED_BY: "mlplane",
+        }
+
+    def selector(self, component: str, name: str | None = None) -> dict[str, str]:
+        return {PART_OF: self.name, COMPONENT: component, NAME: name or component}
+
+    def stateful(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
+        """Options for a stateful child (volume, database, bucket): protected unless throwaway."""
+        return pulumi.ResourceOptions(
+            parent=parent,
+            protect=self.protect_stateful,
+            retain_on_delete=self.protect_stateful,
+            **kwargs,
+        )
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """Pods the platform Prometheus scrapes: selected by labels in one namespace."""
+
+    job: str
+    namespace: pulumi.Input[str]
+    selector: Mapping[str, str]
+    port: str
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True)
+class Ui:
+    """A web UI or endpoint the platform exposes through the Gateway."""
+
+    key: str
+    title: str
+    url: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class GatewayRef:
+    """The platform Gateway HTTPRoutes attach to."""
+
+    name: str
+    namespace: str
+    domain: str
+    http_port: int
+
+    def host(self, prefix: str) -> str:
+        return f"{prefix}.{self.domain}"
+
+    def url(self, prefix: str) -> str:
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        return f"http://{self.host(prefix)}{port}"
+
+
+# --------------------------------------------------------------------------------------------
+# Pod and container specs
+# --------------------------------------------------------------------------------------------
+
+
+def resources(spec: Resources) -> dict[str, dict[str, str]]:
+    return {
+        "requests": {"cpu": spec.requests.cpu, "memory": spec.requests.memory},
+        "limits": {"cpu": spec.limits.cpu, "memory": spec.limits.memory},
+    }
+
+
+def pod_security(uid: int, fs_group: int | None = None) -> dict[str, Any]:
+    """Pod-level security context for Pod Security 'restricted' with a fixed high UID."""
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if fs_group is not None:
+        context["fsGroup"] = fs_group
+        context["fsGroupChangePolicy"] = "OnRootMismatch"
+    return context
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    """Container-level security context for Pod Security 'restricted'."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def http_probe(
+    path: str, port: str | int, *, period: int = 10, failures: int = 3, initial_delay: int = 0
+) -> dict[str, Any]:
+    probe: dict[str, Any] = {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+    if initial_delay:
+        probe["initialDelaySeconds"] = initial_delay
+    return probe
+
+
+def exec_probe(command: Sequence[str], *, period: int = 10, failures: int = 3) -> dict[str, Any]:
+    return {
+        "exec": {"command": list(command)},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def secret_env(name: str, secret: pulumi.Input[str], key: str) -> dict[str, Any]:
+    """An env var read from a Secret (never a literal)."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def checkov_skips(*reasons: tuple[str, str]) -> dict[str, str]:
+    """Annotations documenting deliberate exceptions to checkov checks, inline on the object."""
+    return {
+        CHECKOV_SKIP + str(index + 1): f"{check}={reason}"
+        for index, (check, reason) in enumerate(reasons)
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Objects
+# --------------------------------------------------------------------------------------------
+
+
+def namespace(
+    platform: Platform,
+    resource_name: str,
+    name: str,
+    *,
+    parent: pulumi.Resource,
+    component: str,
+    enforce: str = "restricted",
+    reason: str | None = None,
+    gateway_access: bool = False,
+    extra_labels: Mapping[str, str] | None = None,
+) -> k8s.core.v1.Namespace:
+    """A namespace labelled for Pod Security admission (restricted unless a reason is given)."""
+    if enforce != "restricted" and not reason:
+        raise ValueError(f"namespace {name}: Pod Security '{enforce}' needs a documented reason")
+    labels = {
+        **platform.labels(component, name),
+        "pod-security.kubernetes.io/enforce": enforce,
+        "pod-security.kubernetes.io/enforce-version": versions.POD_SECURITY_VERSION,
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/warn-version": versions.POD_SECURITY_VERSION,
+        "pod-security.kubernetes.io/audit": "restricted",
+        "pod-security.kubernetes.io/audit-version": versions.POD_SECURITY_VERSION,
+        **(extra_labels or {}),
+    }
+    if gateway_access:
+        labels[GATEWAY_ACCESS] = "true"
+    annotations = {"mlplane.dev/pod-security-reason": reason} if reason else None
+    return k8s.core.v1.Namespace(
+        resource_name,
+        metadata={"name": name, "labels": labels, "annotations": annotations},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def service(
+    resource_name: str,
+    *,
+    name: str,
+    namespace: pulumi.Input[str],
+    labels: Mapping[str, str],
+    selector: Mapping[str, str],
+    ports: Sequence[tuple[str, int, int | str]],
+    parent: pulumi.Resource,
+    headless: bool = False,
+) -> k8s.core.v1.Service:
+    """A ClusterIP Service; ``ports`` are (name, port, targetPort)."""
+    spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "selector": dict(selector),
+        "ports": [
+            {"name": p_name, "port": port, "targetPort": target, "protocol": "TCP"}
+            for p_name, port, target in ports
+        ],
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+    return k8s.core.v1.Service(
+        resource_name,
+        metadata={"name": name, "namespace": namespace, "labels": dict(labels)},
+        spec=spec,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def http_route(
+    resource_name: str,
+    *,
+    name: str,
+    namespace: pulumi.Input[str],
+    labels: Mapping[str, str],
+    gateway: GatewayRef,
+    host: str,
+    backends: Sequence[tuple[str, int, int]],
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> k8s.apiextensions.CustomResource:
+    """An HTTPRoute on the platform Gateway; ``backends`` are (service, port, weight)."""
+    return k8s.apiextensions.CustomResource(
+        resource_name,
+        api_version="gateway.networking.k8s.io/v1",
+        kind="HTTPRoute",
+        metadata={"name": name, "namespace": namespace, "labels": dict(labels)},
+        spec={
+            "parentRefs": [
+                {
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "Gateway",
+                    "name": gateway.name,
+                    "namespace": gateway.namespace,
+                    "sectionName": "http",
+                }
+            ],
+            "hostnames": [host],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [
+                        {"kind": "Service", "name": svc, "port": port, "weight": weight}
+                        for svc, port, weight in backends
+                    ],
+                }
+            ],
+        },
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+    )
+
+
+@dataclass
+class Workload:
+    """Collected pieces of one pod template, to keep Deployment/StatefulSet specs uniform."""
+
+    containers: list[dict[str, Any]]
+    uid: int
+    fs_group: int | None = None
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    service_account: pulumi.Input[str] | None = None
+    automount_token: bool = False
+    init_containers: list[dict[str, Any]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def template(self, labels: Mapping[str, str]) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "automountServiceAccountToken": self.automount_token,
+            "securityContext": pod_security(self.uid, self.fs_group),
+            "containers": self.containers,
+            "volumes": self.volumes,
+            "enableServiceLinks": False,
+        }
+        if self.init_containers:
+            spec["initContainers"] = self.init_containers
+        if self.service_account is not None:
+            spec["serviceAccountName"] = self.service_account
+        metadata: dict[str, Any] = {"labels": dict(labels)}
+        if self.annotations:
+            metadata["annotations"] = self.annotations
+        return {"metadata": metadata, "spec": spec}
+
+
+def container(
+    name: str,
+    image: str,
+    spec: Resources,
+    *,
+    args: Sequence[pulumi.Input[str]] | None = None,
+    command: Sequence[str] | None = None,
+    env: Sequence[Mapping[str, Any]] = (),
+    ports: Sequence[tuple[str, int]] = (),
+    liveness: Mapping[str, Any],
+    readiness: Mapping[str, Any],
+    mounts: Sequence[Mapping[str, Any]] = (),
+    read_only_root: bool = True,
+) -> dict[str, Any]:
+    """A container with the security context, resources and probes the baseline requires."""
+    body: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": container_security(read_only_root),
+        "resources": resources(spec),
+        "livenessProbe": dict(liveness),
+        "readinessProbe": dict(readiness),
+        "ports": [{"name": p, "containerPort": n, "protocol": "TCP"} for p, n in ports],
+        "env": [dict(e) for e in env],
+        "volumeMounts": [dict(m) for m in mounts],
+    }
+    if command is not None:
+        body["command"] = list(command)
+    if args is not None:
+        body["args"] = list(args)
+    return body
