@@ -123,7 +123,12 @@ class Database(pulumi.ComponentResource):
         )
         k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
-            metadata={"name": "postgres", "namespace": namespace, "labels": labels},
+            metadata={
+                "name": "postgres",
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
+            },
             spec={
                 "serviceName": svc.metadata.name,
                 "replicas": 1,

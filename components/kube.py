@@ -27,6 +27,8 @@ GATEWAY_ACCESS = "mlplane.dev/gateway-access"
 SCRAPE = "mlplane.dev/scrape"
 #: Annotation explaining a deliberate exception to a security check.
 CHECKOV_SKIP = "checkov.io/skip"
+#: The one exception every workload carries: images are pinned by tag, not digest (CKV_K8S_43).
+DIGEST_SKIP = ("CKV_K8S_43", versions.DIGEST_EXCEPTION)
 
 
 @dataclass(frozen=True)
