@@ -1,0 +1,137 @@
+"""Checks on rendered manifests: strict schema validation per Kubernetes minor, and checkov.
+
+kubernetes-validate is used through its Python API (its CLI exits 0 on unknown schemas).
+checkov pins old versions of packages mlplane uses, so it runs from its own virtual
+environment: ``MLPLANE_CHECKOV`` names its executable, else ``checkov`` on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import versions
+
+#: checkov's Kubernetes checks from the security baseline.
+CHECKOV_CHECKS = (
+    *(f"CKV_K8S_{n}" for n in range(8, 24)),
+    "CKV_K8S_28",
+    "CKV_K8S_29",
+    "CKV_K8S_30",
+    "CKV_K8S_31",
+    "CKV_K8S_37",
+    "CKV_K8S_38",
+    "CKV_K8S_39",
+    "CKV_K8S_40",
+    "CKV_K8S_43",
+    "CKV2_K8S_6",
+)
+
+#: API groups of custom resources: no published schema in kubernetes-validate.
+CUSTOM_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed check on one object."""
+
+    check: str
+    object: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check} {self.object}: {self.message}"
+
+
+def object_id(manifest: dict[str, Any]) -> str:
+    meta = manifest.get("metadata", {})
+    namespace = meta.get("namespace")
+    name = meta.get("name")
+    return f"{manifest.get('kind')}/{namespace}/{name}" if namespace else f"{manifest.get('kind')}/{name}"
+
+
+def is_custom(manifest: dict[str, Any]) -> bool:
+    return str(manifest.get("apiVersion", "")).startswith(CUSTOM_GROUPS)
+
+
+def validate_schemas(
+    manifests: Iterable[dict[str, Any]], kubernetes_versions: Iterable[str] = versions.SUPPORTED_KUBERNETES
+) -> list[Finding]:
+    """Strict schema validation of every built-in object against each Kubernetes minor."""
+    import kubernetes_validate
+
+    findings = []
+    minors = list(kubernetes_versions)
+    for manifest in manifests:
+        if is_custom(manifest):
+            continue
+        for minor in minors:
+            try:
+                kubernetes_validate.validate(manifest, minor, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                findings.append(Finding(f"schema-{minor}", object_id(manifest), _short(error)))
+            except kubernetes_validate.SchemaNotFoundError as error:
+                findings.append(Finding(f"schema-{minor}", object_id(manifest), f"no schema: {error}"))
+    return findings
+
+
+def _short(error: Exception) -> str:
+    path = "/".join(str(p) for p in getattr(getattr(error, "caused_by", None), "path", []) or [])
+    message = getattr(getattr(error, "caused_by", None), "message", None) or str(error)
+    return f"{path}: {message}" if path else message
+
+
+def checkov_executable() -> str | None:
+    explicit = os.environ.get("MLPLANE_CHECKOV")
+    if explicit:
+        return explicit if Path(explicit).exists() else None
+    return shutil.which("checkov")
+
+
+def run_checkov(directory: Path, executable: str | None = None) -> list[Finding]:
+    """Run the baseline's checkov checks over a directory of manifests (offline).
+
+    Inline ``checkov.io/skip*`` annotations are honoured, so documented exceptions pass.
+    """
+    exe = executable or checkov_executable()
+    if exe is None:
+        raise FileNotFoundError("checkov not found: set MLPLANE_CHECKOV or put checkov on PATH")
+    result = subprocess.run(
+        [
+            exe,
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--check",
+            ",".join(CHECKOV_CHECKS),
+            "--skip-download",
+            "--output",
+            "json",
+            "--quiet",
+            "--compact",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
+    )
+    if result.returncode not in (0, 1):
+        raise RuntimeError(f"checkov failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+    text = result.stdout.strip()
+    if not text:
+        return []
+    report = json.loads(text)
+    reports = report if isinstance(report, list) else [report]
+    findings = []
+    for item in reports:
+        for failed in item.get("results", {}).get("failed_checks", []):
+            findings.append(
+                Finding(failed["check_id"], failed.get("resource", "?"), failed.get("check_name", ""))
+            )
+    return findings

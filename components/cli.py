@@ -1,0 +1,302 @@
+"""The ``mlplane`` command line: validate, schema, render, footprint (and the commands added by
+later modules). Bad input exits 2 with one line per problem and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from . import render as render_mod
+from .config import ConfigError, PlatformConfig, memory_bytes, parse_platform
+
+app = typer.Typer(
+    name="mlplane",
+    help="A complete MLOps platform from one typed config.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_INVALID = 2
+PLATFORM_KEY = "mlplane:platform"
+
+StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Stack name: reads stacks/Pulumi.<NAME>.yaml.")]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="YAML file holding the platform object (what sits under mlplane:platform).")
+]
+
+
+class InputError(Exception):
+    """Unusable input: reported as one line per problem, exit 2."""
+
+    def __init__(self, *problems: str):
+        self.problems = list(problems)
+        super().__init__("\n".join(problems))
+
+
+def fail(problems: list[str], code: int = EXIT_INVALID) -> NoReturn:
+    for line in problems:
+        err.print(f"error: {line}", markup=False)
+    raise SystemExit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading input
+# --------------------------------------------------------------------------------------------
+
+
+def project_dir(start: Path | None = None) -> Path:
+    """The directory holding Pulumi.yaml, searched from the working directory upwards."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in [here, *here.parents]:
+        if (candidate / "Pulumi.yaml").is_file():
+            return candidate
+    raise InputError(f"--stack: no Pulumi.yaml found in {here} or above; run inside an mlplane project or use --config")
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"{what}: cannot read {path}: {error.strerror or error}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise InputError(f"{what}: {path}{where} is not valid YAML: {getattr(error, 'problem', error)}") from None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a platform object came from."""
+
+    raw: Any
+    root: str
+    stack: str
+    #: Config keys the stack holds as secrets (None when reading a plain file).
+    secure_keys: frozenset[str] | None
+    #: Every key of the stack config (for StackReference stand-ins and team stacks).
+    stack_config: dict[str, Any]
+
+
+def stack_file(stack: str, base: Path | None = None) -> Path:
+    directory = project_dir(base) / "stacks"
+    return directory / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_config(stack: str) -> dict[str, Any]:
+    path = stack_file(stack)
+    if not path.is_file():
+        available = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
+        raise InputError(f"--stack: no stack '{stack}' ({path} does not exist); available: {', '.join(available) or 'none'}")
+    document = _read_yaml(path, "--stack")
+    if document is None:
+        return {}
+    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+        raise InputError(f"--stack: {path} must be a mapping with a 'config' mapping")
+    return document.get("config") or {}
+
+
+def load_source(stack: str | None, config: Path | None) -> Source:
+    if (stack is None) == (config is None):
+        raise InputError("give exactly one of --stack NAME or --config FILE")
+    if config is not None:
+        raw = _read_yaml(config, "--config")
+        if raw is not None and not isinstance(raw, dict):
+            raise InputError(f"--config: {config} must hold a mapping of platform settings (given: {type(raw).__name__})")
+        return Source(raw or {}, "platform", "render", None, {})
+    assert stack is not None
+    values = read_stack_config(stack)
+    secure = frozenset(k.split(":", 1)[-1] for k, v in values.items() if isinstance(v, dict) and "secure" in v)
+    return Source(values.get(PLATFORM_KEY), PLATFORM_KEY, stack, secure, values)
+
+
+def load_platform(stack: str | None, config: Path | None) -> tuple[Source, PlatformConfig]:
+    source = load_source(stack, config)
+    try:
+        platform = parse_platform(source.raw, root=source.root)
+    except ConfigError as error:
+        raise InputError(*error.problems) from None
+    if source.secure_keys is not None:
+        missing = [
+            f"{source.root}.{path}: secret config key '{key}' is not set; run "
+            f"`pulumi config set --secret mlplane:{key} <value> --stack {source.stack}`"
+            for path, key in platform.secret_keys()
+            if key not in source.secure_keys
+        ]
+        if missing:
+            raise InputError(*missing)
+    return source, platform
+
+
+def offline_run(source: Source, platform: PlatformConfig) -> render_mod.Capture:
+    """Run the real stack program offline with stand-ins for secret config values."""
+    from .program import platform_program
+
+    secrets = {f"mlplane:{key}": render_mod.stand_in_secret(f"config:{key}") for _, key in platform.secret_keys()}
+    config = {PLATFORM_KEY: json.dumps(source.raw or {}), **secrets}
+    return render_mod.capture(
+        lambda: platform_program(platform),
+        stack=source.stack,
+        config=config,
+        secret_keys=list(secrets),
+    )
+
+
+def write_render(result: render_mod.Capture, directory: Path) -> list[Path]:
+    """Write manifests/*.yaml, resources.json and outputs.json; replaces an earlier render."""
+    manifests_dir = directory / "manifests"
+    if manifests_dir.exists():
+        shutil.rmtree(manifests_dir)
+    manifests_dir.mkdir(parents=True)
+    written = []
+    for manifest in result.manifests():
+        meta = manifest.get("metadata", {})
+        name = f"{meta.get('namespace') or '_cluster'}.{manifest['kind'].lower()}.{meta.get('name')}.yaml"
+        path = manifests_dir / name
+        if path.exists():
+            raise RuntimeError(f"two objects render to {name}: names must be unique")
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=120))
+        written.append(path)
+    (directory / "resources.json").write_text(render_mod.dumps(render_mod.resources_document(result)))
+    (directory / "outputs.json").write_text(render_mod.dumps(result.outputs))
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(stack: StackOpt = None, config: ConfigOpt = None) -> None:
+    """Validate a platform config: exit 0 when valid, 2 with one line per problem."""
+    _, platform = load_platform(stack, config)
+    out.print("valid: mlplane platform config", markup=False)
+    for note in notes(platform):
+        out.print(f"note: {note}", markup=False)
+
+
+def notes(platform: PlatformConfig) -> list[str]:
+    """Things worth knowing about a valid config (components that are off, and how to turn them on)."""
+    from . import ci_runners
+
+    found = []
+    if not platform.ci_runners.enabled:
+        found.append(ci_runners.how_to_enable(platform.ci_runners))
+    if platform.lifecycle.throwaway:
+        found.append("lifecycle.throwaway is true: stateful resources are not protected and are deleted by `pulumi destroy`")
+    return found
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the platform config (for editors and docs)."""
+    sys.stdout.write(json.dumps(PlatformConfig.model_json_schema(by_alias=True), indent=2) + "\n")
+
+
+@app.command("render")
+def render_cmd(
+    stack: StackOpt = None,
+    config: ConfigOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write manifests/, resources.json, outputs.json.")] = Path("out"),
+) -> None:
+    """Run the stack program offline and write every object and resource it would create."""
+    source, platform = load_platform(stack, config)
+    result = offline_run(source, platform)
+    written = write_render(result, out_dir)
+    out.print(
+        f"rendered {len(result.resources)} resources and {len(written)} Kubernetes objects to {out_dir} "
+        "(generated secrets are stand-ins; the manifests still contain them: do not publish)",
+        markup=False,
+    )
+
+
+@app.command()
+def footprint(
+    stack: StackOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    budget_cpu: Annotated[Optional[str], typer.Option(help="Fail (exit 1) when total CPU requests exceed this, e.g. 1.5")] = None,
+    budget_memory: Annotated[Optional[str], typer.Option(help="Fail (exit 1) when total memory requests exceed this, e.g. 2.5Gi")] = None,
+) -> None:
+    """CPU, memory and storage requested per component and in total (Helm chart workloads included)."""
+    from . import footprint as fp
+
+    budgets = _parse_budgets(budget_cpu, budget_memory)
+    source, platform = load_platform(stack, config)
+    per = fp.measure(offline_run(source, platform), platform)
+    total = fp.total(per)
+    if as_json:
+        document = {"components": {k: v.as_json() for k, v in sorted(per.items())}, "total": total.as_json()}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        table = Table(title="mlplane footprint (requests / limits)")
+        for column in ("component", "CPU req", "CPU lim", "mem req", "mem lim", "storage", "workloads"):
+            table.add_column(column)
+        for name, usage in sorted(per.items()):
+            row = usage.as_json()
+            table.add_row(name, row["cpu_request"], row["cpu_limit"], row["memory_request"], row["memory_limit"], row["storage"], ", ".join(row["workloads"]))
+        row = total.as_json()
+        table.add_row("total", row["cpu_request"], row["cpu_limit"], row["memory_request"], row["memory_limit"], row["storage"], "", style="bold")
+        out.print(table)
+    over = []
+    if budgets[0] is not None and total.cpu_request_m > budgets[0]:
+        over.append(f"CPU requests {total.cpu_request_m}m exceed the budget {budget_cpu}")
+    if budgets[1] is not None and total.memory_request > budgets[1]:
+        over.append(f"memory requests {total.memory_request // 2**20}Mi exceed the budget {budget_memory}")
+    if over:
+        fail(over, code=1)
+
+
+def _parse_budgets(cpu: str | None, memory: str | None) -> tuple[int | None, int | None]:
+    from .config import cpu_millicores
+
+    problems = []
+    parsed: list[int | None] = [None, None]
+    for index, (flag, value, parse) in enumerate((("--budget-cpu", cpu, cpu_millicores), ("--budget-memory", memory, memory_bytes))):
+        if value is None:
+            continue
+        try:
+            parsed[index] = parse(value)
+        except ValueError as error:
+            problems.append(f"{flag}: {error} (given: {value!r})")
+    if problems:
+        raise InputError(*problems)
+    return parsed[0], parsed[1]
+
+
+def main() -> None:
+    """Console entry point: turns input errors into exit 2 without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except InputError as error:
+        fail(error.problems)
+    except typer.Exit as exit_:
+        raise SystemExit(exit_.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            raise SystemExit(error.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The Platform component: composes every other component from one validated config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import kube
+from .ci_runners import CiRunners, CiRunnersArgs
+from .cluster import Cluster, ClusterArgs
+from .config import PlatformConfig
+from .database import Database, DatabaseArgs
+from .monitoring import Monitoring, MonitoringArgs
+from .object_storage import ObjectStorage, ObjectStorageArgs
+from .registry import Registry, RegistryArgs
+from .routing import Routing, RoutingArgs
+from .serving import Serving, ServingArgs
+from .tracking import TrackingArgs, TrackingServer
+
+TYPE = "mlplane:index:Platform"
+
+
+@dataclass(frozen=True)
+class PlatformArgs:
+    config: PlatformConfig
+    #: Resolves a secret config key (a ``*_key`` field) to its secret value.
+    secret: Callable[[str], pulumi.Output[str]]
+
+
+class Platform(pulumi.ComponentResource):
+    """A complete MLOps platform.
+
+    Children (each named ``<platform name>-<role>``): cluster, kubernetes (the one provider),
+    routing, storage, database, tracking, registry, runners, serving, monitoring.
+    """
+
+    def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        config = args.config
+        protect = not config.lifecycle.throwaway
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.cluster = Cluster(
+            f"{name}-cluster",
+            ClusterArgs(config=config.cluster, platform_name=config.name, registry=config.registry, protect=protect),
+            child,
+        )
+        provider = k8s.Provider(f"{name}-kubernetes", **self.cluster.provider_args(), opts=child)
+        platform = kube.Platform(
+            name=config.name,
+            provider=provider,
+            protect_stateful=protect,
+            secret=args.secret,
+            registry_mirror=config.images.registry_mirror,
+        )
+        within = pulumi.ResourceOptions(parent=self, providers=[provider])
+
+        self.routing = Routing(
+            f"{name}-routing",
+            RoutingArgs(
+                config=config.routing,
+                platform=platform,
+                http_port=config.cluster.kind.http_port,
+                render_only=config.cluster.mode == "render",
+            ),
+            within,
+        )
+        gateway = self.routing.gateway
+        after_gateway = pulumi.ResourceOptions(parent=self, providers=[provider], depends_on=self.routing.ready)
+
+        self.storage = ObjectStorage(
+            f"{name}-storage",
+            ObjectStorageArgs(config=config.object_storage, platform=platform, gateway=gateway),
+            after_gateway,
+        )
+        self.database = Database(f"{name}-database", DatabaseArgs(config=config.database, platform=platform), within)
+        self.tracking = TrackingServer(
+            f"{name}-tracking",
+            TrackingArgs(
+                config=config.tracking,
+                platform=platform,
+                database=self.database,
+                storage=self.storage,
+                gateway=gateway,
+            ),
+            after_gateway,
+        )
+        self.registry = Registry(
+            f"{name}-registry",
+            RegistryArgs(config=config.registry, platform=platform, cluster=self.cluster),
+            within,
+        )
+        client = self.tracking.client_credentials()
+        self.runners = CiRunners(
+            f"{name}-runners",
+            CiRunnersArgs(
+                config=config.ci_runners,
+                platform=platform,
+                registry_pull_prefix=self.registry.pull_prefix,
+                registry_push_url=self.registry.push_url,
+                tracking_uri=self.tracking.internal_url,
+                tracking_username=client.username,
+                tracking_password=client.password,
+            ),
+            within,
+        )
+        self.serving = Serving(
+            f"{name}-serving",
+            ServingArgs(
+                config=config.serving,
+                platform=platform,
+                gateway=gateway,
+                tracking_uri=self.tracking.internal_url,
+                tracking_username=client.username,
+                tracking_password=client.password,
+            ),
+            after_gateway,
+        )
+        parts = [self.routing, self.storage, self.database, self.tracking, self.registry, self.runners, self.serving]
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(
+                config=config.monitoring,
+                platform=platform,
+                gateway=gateway,
+                scrape_targets=[t for part in parts for t in part.scrape_targets],
+                models=self.serving.models,
+            ),
+            after_gateway,
+        )
+        self.uis: list[kube.Ui] = [ui for part in [*parts, self.monitoring] for ui in part.uis]
+        self.urls = {ui.key: pulumi.Output.from_input(ui.url) for ui in self.uis}
+        self.kubeconfig = self.cluster.kubeconfig
+        self.register_outputs({"urls": self.urls, "kubeconfig": self.kubeconfig})

@@ -1,0 +1,61 @@
+"""The stack program: read and validate the config once, then build the platform.
+
+``stacks/__main__.py`` calls :func:`main`; ``mlplane render`` runs the same function offline.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from .config import ConfigError, PlatformConfig, parse_platform
+from .platform import Platform, PlatformArgs
+
+CONFIG_NAMESPACE = "mlplane"
+PLATFORM_KEY = "platform"
+
+
+def load_platform_config() -> PlatformConfig:
+    """The validated ``mlplane:platform`` object of the current stack."""
+    raw = pulumi.Config(CONFIG_NAMESPACE).get_object(PLATFORM_KEY)
+    return parse_platform(raw, root=f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}")
+
+
+def platform_program(config: PlatformConfig) -> Platform:
+    """Build the platform and export what users and team stacks need."""
+    stack_config = pulumi.Config(CONFIG_NAMESPACE)
+    platform = Platform(config.name, PlatformArgs(config=config, secret=stack_config.require_secret))
+    pulumi.export("urls", platform.urls)
+    if platform.kubeconfig is not None:
+        pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
+    pulumi.export("mlflowAdminUsername", platform.tracking.admin_username)
+    pulumi.export("mlflowAdminPassword", platform.tracking.admin_password)
+    pulumi.export("grafanaAdminPassword", platform.monitoring.grafana_admin_password)
+    pulumi.export("s3AccessKeyId", platform.storage.admin_access_key_id)
+    pulumi.export("s3SecretAccessKey", platform.storage.admin_secret_access_key)
+    pulumi.export("registryPushUrl", platform.registry.push_url)
+    pulumi.export(
+        "platform",
+        {
+            "name": config.name,
+            "domain": config.routing.domain,
+            "gateway": {
+                "name": platform.routing.gateway.name,
+                "namespace": platform.routing.gateway.namespace,
+                "httpPort": platform.routing.gateway.http_port,
+            },
+            "trackingUri": platform.tracking.internal_url,
+            "s3Endpoint": platform.storage.endpoint,
+            "s3Region": platform.storage.region,
+            "registryPullPrefix": platform.registry.pull_prefix,
+        },
+    )
+    return platform
+
+
+def main() -> None:
+    try:
+        config = load_platform_config()
+    except ConfigError as error:
+        # RunError is reported by the engine without a Python traceback; nothing is registered.
+        raise pulumi.RunError("invalid mlplane config:\n  " + "\n  ".join(error.problems)) from None
+    platform_program(config)
