@@ -212,7 +212,12 @@ def capture(
         {k if ":" in k else f"{project}:{k}": v for k, v in (config or {}).items()},
         [k if ":" in k else f"{project}:{k}" for k in (secret_keys or [])],
     )
-    _mocks._sync_await(_mocks.run_pulumi_func(program))
+    try:
+        _mocks._sync_await(_mocks.run_pulumi_func(program))
+    except Exception as error:
+        # Keep what was registered before the failure, for tests that prove it is nothing.
+        error.recorded = list(monitor.recorded)  # type: ignore[attr-defined]
+        raise
     outputs = _resolve_exports()
     return Capture(resources=monitor.recorded, outputs=outputs)
 
