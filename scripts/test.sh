@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Run every test: unit tests with mocks, the offline render checked by schemas and checkov,
+# tests against real servers (PostgreSQL, MLflow, moto S3, promtool), and the end-to-end tests
+# with the real Pulumi engine. Installs what it needs; expensive tools are cached by version.
+#
+#   ./scripts/test.sh            everything
+#   ./scripts/test.sh -k render  extra arguments go to pytest (unit + servers run only)
+source "$(dirname "$0")/lib.sh"
+
+CACHE="${MLPLANE_CACHE:-$HOME/.cache/mlplane}"
+CHECKOV_VERSION=3.3.30
+
+install_python
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,servers]"
+
+# checkov pins old versions of packages mlplane uses: it gets its own virtualenv.
+CHECKOV_VENV="$CACHE/checkov-$CHECKOV_VERSION"
+if [[ ! -x "$CHECKOV_VENV/bin/checkov" ]]; then
+  say "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
+export MLPLANE_CHECKOV="$CHECKOV_VENV/bin/checkov"
+
+# Real servers from Debian: PostgreSQL and promtool (package prometheus).
+need_apt=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    say "installing ${need_apt[*]} from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # The Debian packages start their services; the tests start their own on free ports.
+    (service postgresql stop; service prometheus stop) >/dev/null 2>&1 || true
+  else
+    say "not root: ${need_apt[*]} missing, the tests that need them are skipped"
+  fi
+fi
+
+cd "$ROOT"
+say "unit, render and real-server tests"
+"$VENV/bin/python" -m pytest "$@"
+
+if [[ $# -eq 0 && "${MLPLANE_SKIP_E2E:-0}" != 1 ]]; then
+  say "providing the Pulumi engine (cached by version)"
+  bash "$ROOT/scripts/bootstrap-engine.sh"
+  export PATH="$(bash "$ROOT/scripts/bootstrap-engine.sh" --print-bin-dir):$PATH"
+  say "end-to-end tests with the real Pulumi engine"
+  "$VENV/bin/python" -m pytest -m e2e
+fi
