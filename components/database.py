@@ -11,8 +11,9 @@ from . import kube
 from .config import DatabaseConfig
 
 TYPE = "mlplane:database:Database"
-#: UID of the postgres user in the official image.
-POSTGRES_UID = 999
+#: A high UID (CKV_K8S_40) instead of the image's 999: the official entrypoint supports
+#: arbitrary UIDs (nss_wrapper), and initdb creates PGDATA as that user inside the volume.
+POSTGRES_UID = 10999
 PORT = 5432
 
 
@@ -39,6 +40,7 @@ class Database(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
         self.scrape_targets: list[kube.ScrapeTarget] = []
+        self.uis: list[kube.Ui] = []
         cfg = args.config
         if cfg.mode == "external":
             ext = cfg.external

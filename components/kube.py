@@ -343,7 +343,7 @@ def container(
     body: dict[str, Any] = {
         "name": name,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": "Always",
         "securityContext": container_security(read_only_root),
         "resources": resources(spec),
         "livenessProbe": dict(liveness),

@@ -101,6 +101,9 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
         return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
     if isinstance(value, pulumi.Resource):
         return "<resource>"
+    if isinstance(value, float) and value.is_integer():
+        # The wire format carries every number as a double; providers write integral ones as ints.
+        return int(value)
     return value
 
 
@@ -133,6 +136,16 @@ class _Mocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+def _is_sdk_type_alias(alias: Any) -> bool:
+    """pulumi-kubernetes registers type aliases for older API versions of every object itself."""
+    spec = getattr(alias, "spec", None)
+    return spec is not None and not spec.name and str(spec.type).startswith("kubernetes:")
+
+
+def _alias_text(alias: Any) -> str:
+    return alias.urn if getattr(alias, "urn", "") else " ".join(str(alias.spec).split())
+
+
 class _Monitor(_mocks.MockMonitor):
     def __init__(self, mocks: _Mocks):
         super().__init__(mocks)
@@ -155,7 +168,7 @@ class _Monitor(_mocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 provider=request.provider or None,
                 depends_on=sorted(request.dependencies),
-                aliases=[str(a) for a in request.aliases],
+                aliases=[_alias_text(a) for a in request.aliases if not _is_sdk_type_alias(a)],
                 inputs=inputs,
                 secret_paths=secrets,
             )
@@ -219,7 +232,8 @@ def capture(
         error.recorded = list(monitor.recorded)  # type: ignore[attr-defined]
         raise
     outputs = _resolve_exports()
-    return Capture(resources=monitor.recorded, outputs=outputs)
+    # Registration order depends on when outputs resolve; sort for reproducible renders.
+    return Capture(resources=sorted(monitor.recorded, key=lambda r: r.urn), outputs=outputs)
 
 
 def _resolve_exports() -> dict[str, Any]:
