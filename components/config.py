@@ -336,6 +336,13 @@ class RoutingConfig(_Model):
         default_factory=resources("50m", "64Mi", "500m", "256Mi"),
         description="Requests and limits of the Gateway's Envoy proxy.",
     )
+    shutdown_manager_resources: Resources = Field(
+        default_factory=resources("10m", "32Mi", "100m", "64Mi"),
+        description=(
+            "Requests and limits of the shutdown-manager sidecar Envoy Gateway runs next to each "
+            "Envoy proxy (it drains connections before the proxy stops)."
+        ),
+    )
 
 
 class ObjectStoreBuckets(_Model):
@@ -359,6 +366,13 @@ class BundledObjectStoreConfig(_Model):
     """A single-node SeaweedFS S3 store inside the cluster."""
 
     storage_size: Storage = Field(default="10Gi", description="Size of the data volume.")
+    setup_job_resources: Resources = Field(
+        default_factory=resources("10m", "32Mi", "200m", "128Mi"),
+        description=(
+            "Requests and limits of the Job that creates the buckets and the S3 identities with "
+            "`weed shell` (it runs once per change, then completes)."
+        ),
+    )
     resources: Resources = Field(
         default_factory=resources("50m", "128Mi", "1", "512Mi"),
         description="Requests and limits of the SeaweedFS server.",
@@ -464,6 +478,20 @@ class TrackingConfig(_Model):
             "PostgreSQL). Turning it off leaves the tracking server open to anyone who reaches it."
         ),
     )
+    exporter_resources: Resources = Field(
+        default_factory=resources("10m", "32Mi", "100m", "96Mi"),
+        description=(
+            "Requests and limits of the metrics sidecar that serves the tracking server's "
+            "Prometheus metrics without MLflow credentials."
+        ),
+    )
+    setup_job_resources: Resources = Field(
+        default_factory=resources("10m", "32Mi", "200m", "96Mi"),
+        description=(
+            "Requests and limits of the Job that creates the read-only MLflow account through "
+            "MLflow's auth REST API (only when `auth` is on)."
+        ),
+    )
     resources: Resources = Field(
         default_factory=resources("100m", "512Mi", "1", "1536Mi"),
         description="Requests and limits of the tracking server.",
@@ -523,6 +551,20 @@ class CiRunnersConfig(_Model):
         default_factory=resources("20m", "64Mi", "250m", "256Mi"),
         description="Requests and limits of the ARC controller (and the scale set listener).",
     )
+    job_resources: Resources = Field(
+        default_factory=resources("100m", "256Mi", "2", "4Gi"),
+        description=(
+            "Requests and limits of what runs a job's steps next to a busy runner: the job pod "
+            "in the 'kubernetes' modes, the Docker daemon sidecar in 'dind'."
+        ),
+    )
+    work_volume_size: Storage = Field(
+        default="5Gi",
+        description=(
+            "Size of each runner's work volume in container_mode 'kubernetes' (an ephemeral "
+            "PersistentVolumeClaim from the default StorageClass, shared with the job pod)."
+        ),
+    )
 
     @property
     def enabled(self) -> bool:
@@ -547,6 +589,24 @@ class CiRunnersConfig(_Model):
                 "true to opt out of Pod Security 'restricted' explicitly, or use 'kubernetes-novolume'"
             )
         return self
+
+
+#: Longest model name: it leaves room for the '-canary' suffix in a 63-character object name.
+MODEL_NAME_MAX = 56
+
+
+def _pinned_image(value: str) -> str:
+    last = value.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    if "@sha256:" not in value and (not tag or tag == "latest"):
+        raise ValueError(
+            "must be an image reference pinned to a tag other than 'latest' or to a digest, "
+            "e.g. 'localhost:5001/iris-serving:1.2.0'"
+        )
+    return value
+
+
+PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
 
 
 class ModelRef(_Model):
@@ -578,6 +638,12 @@ class CanaryConfig(ModelRef):
     """A second version receiving a share of the traffic."""
 
     weight: int = Field(default=10, ge=1, le=99, description="Percent of requests sent to the canary.")
+    image: PinnedImage | None = Field(
+        default=None,
+        description=(
+            "Image the canary runs (it must contain the `mlflow` CLI). Default: the model's image."
+        ),
+    )
 
 
 class ModelConfig(ModelRef):
@@ -600,9 +666,35 @@ class ModelConfig(ModelRef):
     canary: CanaryConfig | None = Field(
         default=None, description="Serve a second version to a share of requests. Default: none."
     )
+    image: PinnedImage | None = Field(
+        default=None,
+        description=(
+            "Image to serve the model with instead of the pinned MLflow image: one built FROM it "
+            "with the model's extra Python dependencies and pushed to the platform registry. It "
+            "must contain the `mlflow` CLI; pin a tag or digest. Default: the pinned MLflow image."
+        ),
+    )
+    tmp_size: Storage = Field(
+        default="2Gi",
+        description="Size limit of the /tmp volume the model is downloaded and unpacked into.",
+    )
+    startup_timeout_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=3600,
+        description=(
+            "How long a replica may take to download and load the model before it is restarted "
+            "(the startup probe's budget)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> ModelConfig:
+        if not self.name[0].isalpha() or len(self.name) > MODEL_NAME_MAX:
+            raise ValueError(
+                f"name '{self.name}' must start with a letter and be at most {MODEL_NAME_MAX} "
+                "characters: it names a Service (DNS-1035) and '<name>-canary' objects"
+            )
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
@@ -620,6 +712,14 @@ class MetricsServerConfig(_Model):
 
     enabled: bool = Field(
         default=True, description="Install metrics-server (turn off when the cluster already has one)."
+    )
+    kubelet_insecure_tls: bool = Field(
+        default=True,
+        description=(
+            "Skip verifying kubelet serving certificates (--kubelet-insecure-tls): needed on kind, "
+            "whose kubelets use self-signed certificates. Turn off on clusters whose kubelet "
+            "certificates are signed by the cluster CA."
+        ),
     )
     resources: Resources = Field(
         default_factory=resources("25m", "48Mi", "250m", "128Mi"),
@@ -644,6 +744,12 @@ class ServingConfig(_Model):
             if model.name in seen:
                 raise ValueError(f"models[{index}].name '{model.name}' is used twice; names must be unique")
             seen.add(model.name)
+        for index, model in enumerate(self.models):
+            if model.canary is not None and f"{model.name}-canary" in seen:
+                raise ValueError(
+                    f"models[{index}] '{model.name}' has a canary whose objects are named "
+                    f"'{model.name}-canary', which is also a model name: rename one of them"
+                )
         return self
 
 

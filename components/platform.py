@@ -100,7 +100,7 @@ class Platform(pulumi.ComponentResource):
                 config=config.ci_runners,
                 platform=platform,
                 registry_pull_prefix=self.registry.pull_prefix,
-                registry_push_url=self.registry.push_url,
+                registry_push_url=self.registry.cluster_push_url,
                 tracking_uri=self.tracking.internal_url,
                 tracking_username=client.username,
                 tracking_password=client.password,

@@ -220,6 +220,8 @@ def capture(
     monitor = _Monitor(mocks)
     pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
     pulumi.runtime.settings.SETTINGS.outputs.clear()
+    # A fresh root stack per run, so exports of an earlier run never leak into this one.
+    pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(
         {k if ":" in k else f"{project}:{k}": v for k, v in (config or {}).items()},

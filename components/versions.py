@@ -61,6 +61,14 @@ IMAGES: dict[str, Image] = {
     "prometheus": Image("docker.io", "prom/prometheus", "v3.15.0"),
     "grafana": Image("docker.io", "grafana/grafana", "13.2.3"),
     "metrics-server": Image("registry.k8s.io", "metrics-server/metrics-server", "v0.9.0"),
+    # The Envoy Gateway controller (same tag as its chart); mlplane runs its certgen Job with it.
+    "envoy-gateway": Image("docker.io", "envoyproxy/gateway", "v1.9.3"),
+    # ARC controller and listener (same tag as the ARC charts).
+    "arc-controller": Image("ghcr.io", "actions/gha-runner-scale-set-controller", "0.15.0"),
+    # GitHub only hands jobs to recent runners: bump this with each runner release.
+    "actions-runner": Image("ghcr.io", "actions/actions-runner", "2.337.0"),
+    # Docker daemon sidecar of runners in container_mode 'dind'.
+    "docker-dind": Image("docker.io", "library/docker", "29.8.1-dind"),
 }
 
 CHARTS: dict[str, Chart] = {

@@ -1,0 +1,350 @@
+"""Gateway API routing to every UI: Envoy Gateway, one GatewayClass and one HTTP Gateway.
+
+The Envoy proxy Service is a NodePort on the fixed port :data:`HTTP_NODE_PORT`; a kind cluster
+maps that port to 127.0.0.1:<http_port> on the host (see :mod:`mlplane.cluster`), so
+``http://<ui>.<domain>`` reaches the Gateway without a LoadBalancer implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import kube, versions
+from .config import Resources, RoutingConfig
+
+TYPE = "mlplane:routing:Routing"
+#: NodePort of the Gateway's HTTP listener; kind maps it to the host (extraPortMappings).
+HTTP_NODE_PORT = 30080
+#: Port of the HTTP listener on the Gateway (Envoy listens on 10080 inside the pod).
+HTTP_PORT = 80
+#: Name of the Gateway's only listener; HTTPRoutes attach to it with ``sectionName``.
+LISTENER = "http"
+#: UID of the distroless Envoy Gateway and Envoy images (nonroot).
+ENVOY_UID = 65532
+#: Helm release name: the chart names its objects after it.
+RELEASE = "envoy-gateway"
+#: Controller name Envoy Gateway reconciles GatewayClasses for.
+CONTROLLER_NAME = "gateway.envoyproxy.io/gatewayclass-controller"
+#: Name of the EnvoyProxy object that shapes the Gateway's Envoy Deployment and Service.
+PROXY_CONFIG = "proxy"
+#: Envoy serves Prometheus stats on this named container port at :data:`METRICS_PATH`.
+METRICS_PORT = "metrics"
+METRICS_PATH = "/stats/prometheus"
+#: Arguments of the certgen Job: the topology injector webhook is not installed.
+CERTGEN_COMMAND = ["envoy-gateway", "certgen", "--disable-topology-injector"]
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
+
+
+@dataclass(frozen=True)
+class RoutingArgs:
+    config: RoutingConfig
+    platform: kube.Platform
+    #: Host port the Gateway is reached on (cluster.kind.http_port): used in UI URLs.
+    http_port: int
+    #: The Kubernetes provider renders manifests instead of applying them.
+    render_only: bool
+
+
+def _split_image(ref: str) -> tuple[str, str]:
+    repository, tag = ref.rsplit(":", 1)
+    return repository, tag
+
+
+def _envoy_container_security() -> dict[str, Any]:
+    return {**kube.container_security(), "runAsUser": ENVOY_UID, "runAsGroup": ENVOY_UID}
+
+
+def chart_values(config: RoutingConfig, platform: kube.Platform) -> dict[str, Any]:
+    """Values for the Envoy Gateway chart: pinned image, resources, restricted security contexts."""
+    repository, tag = _split_image(platform.image("envoy-gateway"))
+    security = _envoy_container_security()
+    return {
+        "deployment": {
+            "replicas": 1,
+            "envoyGateway": {
+                "image": {"repository": repository, "tag": tag},
+                "imagePullPolicy": "Always",
+                "resources": kube.resources(config.controller_resources),
+                "securityContext": security,
+            },
+        },
+        "podDisruptionBudget": {"minAvailable": 0},
+        # The topology injector is a cluster-wide mutating webhook for zone-aware routing:
+        # nothing to gain on one node, and one more admission hook in every pod creation.
+        "topologyInjector": {"enabled": False},
+        "certgen": {
+            "job": {
+                "resources": kube.resources(config.controller_resources),
+                "securityContext": security,
+            }
+        },
+    }
+
+
+def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any]:
+    """EnvoyProxy spec: a NodePort Service on :data:`HTTP_NODE_PORT`, resources, restricted pods."""
+    return {
+        "provider": {
+            "type": "Kubernetes",
+            "kubernetes": {
+                "envoyDeployment": {
+                    "replicas": 1,
+                    "container": {
+                        "resources": kube.resources(config.proxy_resources),
+                        "securityContext": _envoy_container_security(),
+                    },
+                    "pod": {
+                        "labels": {kube.PART_OF: platform_name},
+                        "securityContext": kube.pod_security(ENVOY_UID),
+                    },
+                    "patch": {
+                        "type": "StrategicMerge",
+                        "value": {
+                            "spec": {
+                                "template": {
+                                    "spec": {
+                                        "containers": [
+                                            {
+                                                "name": "shutdown-manager",
+                                                "resources": kube.resources(
+                                                    config.shutdown_manager_resources
+                                                ),
+                                            }
+                                        ]
+                                    }
+                                }
+                            }
+                        },
+                    },
+                },
+                "envoyService": {
+                    "type": "NodePort",
+                    "externalTrafficPolicy": "Cluster",
+                    "patch": {
+                        "type": "StrategicMerge",
+                        "value": {"spec": {"ports": [{"port": HTTP_PORT, "nodePort": HTTP_NODE_PORT}]}},
+                    },
+                },
+            },
+        }
+    }
+
+
+def gateway_spec(class_name: str, domain: str) -> dict[str, Any]:
+    """One HTTP listener for ``*.<domain>``, open to routes from namespaces labelled for access."""
+    return {
+        "gatewayClassName": class_name,
+        "listeners": [
+            {
+                "name": LISTENER,
+                "protocol": "HTTP",
+                "port": HTTP_PORT,
+                "hostname": f"*.{domain}",
+                "allowedRoutes": {
+                    "namespaces": {
+                        "from": "Selector",
+                        "selector": {"matchLabels": {kube.GATEWAY_ACCESS: "true"}},
+                    },
+                    "kinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+                },
+            }
+        ],
+    }
+
+
+def proxy_selector(gateway_name: str, namespace: str) -> dict[str, str]:
+    """Labels Envoy Gateway puts on the Envoy pods it runs for a Gateway."""
+    return {
+        "app.kubernetes.io/name": "envoy",
+        "app.kubernetes.io/component": "proxy",
+        "app.kubernetes.io/managed-by": "envoy-gateway",
+        "gateway.envoyproxy.io/owning-gateway-name": gateway_name,
+        "gateway.envoyproxy.io/owning-gateway-namespace": namespace,
+    }
+
+
+def chart_workloads(config: RoutingConfig) -> list[tuple[str, int, Resources]]:
+    """Long-running containers the chart and its controller run, which a render cannot show.
+
+    The Envoy Deployment is created at run time by the controller, so it is listed here too.
+    The one-shot certgen Job is not: it finishes before the proxies start.
+    """
+    return [
+        ("envoy-gateway", 1, config.controller_resources),
+        ("envoy (proxy)", 1, config.proxy_resources),
+        ("envoy (shutdown-manager)", 1, config.shutdown_manager_resources),
+    ]
+
+
+class Routing(pulumi.ComponentResource):
+    """Envoy Gateway and the platform Gateway every UI's HTTPRoute attaches to.
+
+    Outputs: ``gateway`` (a :class:`kube.GatewayRef`), ``ready`` (resources HTTPRoutes must
+    depend on), ``namespace``, ``scrape_targets`` (the Envoy proxies) and ``uis`` (none).
+    """
+
+    namespace: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RoutingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        platform, cfg = args.platform, args.config
+        ns_name = f"{platform.name}-gateway"
+        ns = kube.namespace(platform, f"{name}-namespace", ns_name, parent=self, component="gateway")
+        self.namespace = ns.metadata.name
+
+        certgen = [] if args.render_only else self._certgen(name, args, ns)
+        chart_ref = versions.CHARTS["envoy-gateway"]
+        chart = k8s.helm.v4.Chart(
+            f"{name}-chart",
+            chart=chart_ref.chart,
+            version=chart_ref.version,
+            name=RELEASE,
+            namespace=self.namespace,
+            values=chart_values(cfg, platform),
+            # Chart v4 drops Helm hooks when it applies a chart; it can only keep them in a
+            # render (for the tool that applies it). Live, mlplane runs certgen itself.
+            include_hooks=args.render_only,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *certgen]),
+        )
+        gateway_class, gateway = self._gateway(name, args, chart)
+
+        self.gateway = kube.GatewayRef(
+            name=platform.name, namespace=ns_name, domain=cfg.domain, http_port=args.http_port
+        )
+        self.ready: list[pulumi.Resource] = [chart, gateway_class, gateway]
+        self.scrape_targets = [
+            kube.ScrapeTarget(
+                job="envoy",
+                namespace=ns_name,
+                selector=proxy_selector(platform.name, ns_name),
+                port=METRICS_PORT,
+                path=METRICS_PATH,
+            )
+        ]
+        self.uis: list[kube.Ui] = []
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "gatewayName": platform.name,
+                "domain": cfg.domain,
+            }
+        )
+
+    def _gateway(
+        self, name: str, args: RoutingArgs, chart: pulumi.Resource
+    ) -> tuple[pulumi.Resource, pulumi.Resource]:
+        """The EnvoyProxy, the GatewayClass using it and the Gateway; all wait for the CRDs."""
+        platform, cfg = args.platform, args.config
+        ns_name = f"{platform.name}-gateway"
+        labels = platform.labels("gateway", "envoy-gateway")
+        proxy = k8s.apiextensions.CustomResource(
+            f"{name}-envoy-proxy",
+            api_version=ENVOY_GATEWAY_API,
+            kind="EnvoyProxy",
+            metadata={"name": PROXY_CONFIG, "namespace": ns_name, "labels": labels},
+            spec=envoy_proxy_spec(cfg, platform.name),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[chart]),
+        )
+        gateway_class = k8s.apiextensions.CustomResource(
+            f"{name}-gateway-class",
+            api_version=GATEWAY_API,
+            kind="GatewayClass",
+            metadata={"name": platform.name, "labels": labels},
+            spec={
+                "controllerName": CONTROLLER_NAME,
+                "parametersRef": {
+                    "group": "gateway.envoyproxy.io",
+                    "kind": "EnvoyProxy",
+                    "name": PROXY_CONFIG,
+                    "namespace": ns_name,
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[chart, proxy]),
+        )
+        gateway = k8s.apiextensions.CustomResource(
+            f"{name}-gateway",
+            api_version=GATEWAY_API,
+            kind="Gateway",
+            metadata={"name": platform.name, "namespace": ns_name, "labels": labels},
+            spec=gateway_spec(platform.name, cfg.domain),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[chart, gateway_class]),
+        )
+        return gateway_class, gateway
+
+    def _certgen(
+        self, name: str, args: RoutingArgs, ns: k8s.core.v1.Namespace
+    ) -> list[pulumi.Resource]:
+        """The chart's certgen hook as plain objects: it writes the control-plane TLS Secrets.
+
+        The controller mounts the ``envoy-gateway`` Secret and the proxies the ``envoy`` Secret;
+        certgen creates them once and leaves existing ones alone, so re-running it is harmless.
+        """
+        platform = args.platform
+        namespace = ns.metadata.name
+        labels = platform.labels("gateway", "certgen")
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-certgen-account",
+            metadata={"name": "certgen", "namespace": namespace, "labels": labels},
+            automount_service_account_token=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        role = k8s.rbac.v1.Role(
+            f"{name}-certgen-role",
+            metadata={"name": "certgen", "namespace": namespace, "labels": labels},
+            rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-certgen-binding",
+            metadata={"name": "certgen", "namespace": namespace, "labels": labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "certgen"},
+            subjects=[{"kind": "ServiceAccount", "name": "certgen", "namespace": namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role]),
+        )
+        certgen = {
+            "name": "certgen",
+            "image": platform.image("envoy-gateway"),
+            "imagePullPolicy": "Always",
+            "command": CERTGEN_COMMAND,
+            "env": [
+                {
+                    "name": "ENVOY_GATEWAY_NAMESPACE",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                },
+                {"name": "KUBERNETES_CLUSTER_DOMAIN", "value": "cluster.local"},
+            ],
+            "resources": kube.resources(args.config.controller_resources),
+            "securityContext": _envoy_container_security(),
+        }
+        workload = kube.Workload(
+            containers=[certgen], uid=ENVOY_UID, service_account="certgen", automount_token=True
+        )
+        template = workload.template(labels)
+        template["spec"]["restartPolicy"] = "Never"
+        job = k8s.batch.v1.Job(
+            f"{name}-certgen",
+            metadata={
+                "name": "envoy-gateway-certgen",
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": kube.checkov_skips(
+                    kube.DIGEST_SKIP,
+                    ("CKV_K8S_38", "certgen creates the control-plane TLS Secrets through the API"),
+                ),
+            },
+            spec={"backoffLimit": 3, "template": template},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[binding]),
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-certgen-ingress",
+            metadata={"name": "certgen-deny-ingress", "namespace": namespace, "labels": labels},
+            spec={"podSelector": {"matchLabels": dict(labels)}, "policyTypes": ["Ingress"], "ingress": []},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return [job]

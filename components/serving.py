@@ -1,0 +1,504 @@
+"""Model serving: MLflow registry models behind the platform Gateway, autoscaled on CPU.
+
+Each model in the config runs ``mlflow models serve`` against the tracking server (the model is
+downloaded from the registry at start), behind a Service, an HPA, a PodDisruptionBudget when it is
+replicated, and an HTTPRoute ``<model>.<domain>``. A canary is a second Deployment and Service
+that the same HTTPRoute rule sends a weighted share of the requests to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import kube
+from .config import MetricsServerConfig, ModelConfig, ModelRef, ServingConfig
+
+TYPE = "mlplane:serving:Serving"
+METRICS_SERVER_TYPE = "mlplane:serving:MetricsServer"
+
+#: The MLflow image has no USER: any UID works once HOME and /tmp are writable volumes.
+MLFLOW_UID = 10001
+#: metrics-server is a static binary that only writes its self-signed certificate to /tmp.
+METRICS_SERVER_UID = 65534
+PORT = 8080
+SERVICE_PORT = 80
+#: Seconds a scoring request may take before the worker is restarted (``mlflow models serve -t``).
+SCORING_TIMEOUT = 60
+#: Pod labels naming the model a replica serves and whether it is the stable or canary track.
+MODEL_LABEL = "mlplane.dev/model"
+TRACK_LABEL = "mlplane.dev/track"
+#: Pod template annotation carrying the registry URI the replica loads.
+MODEL_URI_ANNOTATION = "mlplane.dev/model-uri"
+CREDENTIALS_SECRET = "mlflow-credentials"
+METRICS_SERVER_NAMESPACE = "kube-system"
+METRICS_SERVER = "metrics-server"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model served behind the Gateway: what Monitoring needs to watch it.
+
+    ``version`` is the stable track's label (``v3`` or the alias); ``canary_version`` the canary's,
+    when there is one. Both tracks sit in one HTTPRoute rule, so Envoy reports them together as
+    one upstream cluster (:attr:`envoy_cluster`).
+    """
+
+    name: str
+    namespace: str
+    route: str
+    url: str
+    registered_model: str
+    version: str
+    canary_version: str | None = None
+    canary_weight: int = 0
+
+    @property
+    def envoy_cluster(self) -> str:
+        """The ``envoy_cluster_name`` label of this route's stats in Envoy Gateway."""
+        return f"httproute/{self.namespace}/{self.route}/rule/0"
+
+
+@dataclass(frozen=True)
+class ServingArgs:
+    config: ServingConfig
+    platform: kube.Platform
+    gateway: kube.GatewayRef
+    #: In-cluster URL of the MLflow tracking server (models are downloaded through it).
+    tracking_uri: pulumi.Input[str]
+    tracking_username: pulumi.Input[str]
+    #: Secret: the password of ``tracking_username``.
+    tracking_password: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class MetricsServerArgs:
+    config: MetricsServerConfig
+    platform: kube.Platform
+
+
+def model_uri(registered_model: str, ref: ModelRef) -> str:
+    """The MLflow registry URI of a version (``models:/NAME/3``) or alias (``models:/NAME@champion``)."""
+    return f"models:/{registered_model}{ref.uri_suffix}"
+
+
+class Serving(pulumi.ComponentResource):
+    """Models from the MLflow registry served behind the Gateway, and metrics-server for the HPAs.
+
+    Outputs: ``models`` (a :class:`ServedModel` per configured model, for Monitoring), ``urls``
+    (model name -> URL through the Gateway), ``scrape_targets`` (empty: ``mlflow models serve``
+    has no metrics endpoint; request metrics come from Envoy), ``uis`` (one per model).
+    """
+
+    def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        self.scrape_targets: list[kube.ScrapeTarget] = []
+        self.uis: list[kube.Ui] = []
+        self.models: list[ServedModel] = []
+        self.urls: dict[str, pulumi.Output[str]] = {}
+        self.metrics_server: MetricsServer | None = None
+        if args.config.metrics_server.enabled:
+            self.metrics_server = MetricsServer(
+                f"{name}-metrics-server",
+                MetricsServerArgs(args.config.metrics_server, args.platform),
+                pulumi.ResourceOptions(parent=self),
+            )
+        if args.config.models:
+            self._serve(name, args)
+        self.register_outputs({"urls": self.urls})
+
+    def _serve(self, name: str, args: ServingArgs) -> None:
+        platform = args.platform
+        ns_name = f"{platform.name}-serving"
+        ns = kube.namespace(
+            platform, f"{name}-namespace", ns_name, parent=self, component="serving", gateway_access=True
+        )
+        secret = k8s.core.v1.Secret(
+            f"{name}-mlflow-credentials",
+            metadata={
+                "name": CREDENTIALS_SECRET,
+                "namespace": ns.metadata.name,
+                "labels": platform.labels("serving", CREDENTIALS_SECRET),
+            },
+            type="Opaque",
+            string_data={
+                "username": args.tracking_username,
+                "password": pulumi.Output.secret(args.tracking_password),
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        ingress_only_on(
+            f"{name}-network-policy",
+            name="model-servers",
+            namespace=ns.metadata.name,
+            labels=platform.labels("serving", "model-servers"),
+            pods={kube.PART_OF: platform.name, kube.COMPONENT: "serving"},
+            port="http",
+            parent=self,
+        )
+        for model in args.config.models:
+            served = _ModelServer(self, name, model, args, ns_name, ns, secret).build()
+            self.models.append(served)
+            self.urls[model.name] = pulumi.Output.from_input(served.url)
+            self.uis.append(
+                kube.Ui(
+                    key=f"model-{model.name}",
+                    title=f"Model {model.name} ({model.registered_model} {served.version})",
+                    url=served.url,
+                )
+            )
+
+
+def ingress_only_on(
+    resource_name: str,
+    *,
+    name: str,
+    namespace: pulumi.Input[str],
+    labels: dict[str, str],
+    pods: dict[str, str],
+    port: str,
+    parent: pulumi.Resource,
+    sources: Sequence[dict[str, Any]] = (),
+) -> k8s.networking.v1.NetworkPolicy:
+    """A NetworkPolicy admitting ingress to the selected pods on one named port only.
+
+    ``sources`` are NetworkPolicy peers (e.g. :func:`namespace_peer`); none admits any source.
+    """
+    rule: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"}]}
+    if sources:
+        rule["from"] = list(sources)
+    return k8s.networking.v1.NetworkPolicy(
+        resource_name,
+        metadata={"name": name, "namespace": namespace, "labels": labels},
+        spec={"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": [rule]},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def namespace_peer(namespace: str) -> dict[str, Any]:
+    """A NetworkPolicy peer: every pod in one namespace (by its automatic name label)."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+@dataclass
+class _ModelServer:
+    """The objects of one served model: a stable track, an optional canary track and the route."""
+
+    parent: Serving
+    prefix: str
+    model: ModelConfig
+    args: ServingArgs
+    ns_name: str
+    ns: k8s.core.v1.Namespace
+    secret: k8s.core.v1.Secret
+
+    def build(self) -> ServedModel:
+        model, gateway = self.model, self.args.gateway
+        depends_on = [self._track(model.name, "stable", model, model.image, model.min_replicas)]
+        backends = [(model.name, SERVICE_PORT, 100)]
+        canary = model.canary
+        if canary is not None:
+            canary_name = f"{model.name}-canary"
+            depends_on.append(self._track(canary_name, "canary", canary, canary.image or model.image, 1))
+            backends = [
+                (model.name, SERVICE_PORT, 100 - canary.weight),
+                (canary_name, SERVICE_PORT, canary.weight),
+            ]
+        kube.http_route(
+            f"{self.prefix}-{model.name}-route",
+            name=model.name,
+            namespace=self.ns.metadata.name,
+            labels={**self.args.platform.labels("serving", model.name), MODEL_LABEL: model.name},
+            gateway=gateway,
+            host=gateway.host(model.name),
+            backends=backends,
+            parent=self.parent,
+            depends_on=depends_on,
+        )
+        return ServedModel(
+            name=model.name,
+            namespace=self.ns_name,
+            route=model.name,
+            url=gateway.url(model.name),
+            registered_model=model.registered_model,
+            version=model.label,
+            canary_version=canary.label if canary else None,
+            canary_weight=canary.weight if canary else 0,
+        )
+
+    def _track(
+        self, object_name: str, track: str, ref: ModelRef, image: str | None, min_replicas: int
+    ) -> k8s.core.v1.Service:
+        """Deployment, Service and HPA (and a PDB when replicated) of one version; returns the Service."""
+        platform, model = self.args.platform, self.model
+        labels = {**platform.labels("serving", object_name), MODEL_LABEL: model.name, TRACK_LABEL: track}
+        selector = platform.selector("serving", object_name)
+        namespace = self.ns.metadata.name
+        resource = f"{self.prefix}-{object_name}"
+        uri = model_uri(model.registered_model, ref)
+        workload = kube.Workload(
+            containers=[self._container(image or platform.image("mlflow"), uri)],
+            uid=MLFLOW_UID,
+            fs_group=MLFLOW_UID,
+            volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": model.tmp_size}}],
+            annotations={MODEL_URI_ANNOTATION: uri},
+        )
+        k8s.apps.v1.Deployment(
+            f"{resource}-deployment",
+            metadata={
+                "name": object_name,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
+            },
+            spec={
+                # No replicas: the HPA owns the count (a fixed value would fight it on every update).
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": workload.template(labels),
+            },
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{resource}-hpa",
+            metadata={"name": object_name, "namespace": namespace, "labels": labels},
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": object_name},
+                "minReplicas": min_replicas,
+                "maxReplicas": model.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": model.target_cpu_utilization},
+                        },
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+        if min_replicas > 1:
+            # One replica is not replicated: minAvailable 1 would block every node drain and
+            # minAvailable 0 would protect nothing, so a single replica gets no PDB.
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{resource}-pdb",
+                metadata={"name": object_name, "namespace": namespace, "labels": labels},
+                spec={"minAvailable": min_replicas - 1, "selector": {"matchLabels": selector}},
+                opts=pulumi.ResourceOptions(parent=self.parent),
+            )
+        return kube.service(
+            f"{resource}-service",
+            name=object_name,
+            namespace=namespace,
+            labels=labels,
+            selector=selector,
+            ports=[("http", SERVICE_PORT, "http")],
+            parent=self.parent,
+        )
+
+    def _container(self, image: str, uri: str) -> dict:
+        model, secret_name = self.model, self.secret.metadata.name
+        body = kube.container(
+            "model",
+            image,
+            model.resources,
+            command=["mlflow"],
+            args=[
+                "models", "serve",
+                "--model-uri", uri,
+                "--host", "0.0.0.0",
+                "--port", str(PORT),
+                "--workers", str(model.workers),
+                "--timeout", str(SCORING_TIMEOUT),
+                # The image's own Python environment: no package installs at start (offline-safe).
+                "--env-manager", "local",
+            ],
+            env=[
+                {"name": "MLFLOW_TRACKING_URI", "value": self.args.tracking_uri},
+                kube.secret_env("MLFLOW_TRACKING_USERNAME", secret_name, "username"),
+                kube.secret_env("MLFLOW_TRACKING_PASSWORD", secret_name, "password"),
+                {"name": "HOME", "value": "/tmp"},
+                {"name": "TMPDIR", "value": "/tmp"},
+                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            ],
+            ports=[("http", PORT)],
+            liveness=kube.http_probe("/ping", "http", period=15, failures=4),
+            readiness=kube.http_probe("/ping", "http", period=5),
+            mounts=[{"name": "tmp", "mountPath": "/tmp"}],
+        )
+        # The model is downloaded and loaded before /ping answers: the startup probe holds off
+        # liveness for up to startup_timeout_seconds.
+        body["startupProbe"] = kube.http_probe(
+            "/ping", "http", period=10, failures=max(3, model.startup_timeout_seconds // 10)
+        )
+        return body
+
+
+class MetricsServer(pulumi.ComponentResource):
+    """metrics-server in kube-system (own manifests, no Helm): the resource metrics API the HPAs read.
+
+    Children are named ``<name>-<role>``; the Kubernetes objects carry upstream's names.
+    """
+
+    def __init__(self, name: str, args: MetricsServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(METRICS_SERVER_TYPE, name, None, opts)
+        platform, cfg = args.platform, args.config
+        labels = platform.labels("serving", METRICS_SERVER)
+        selector = platform.selector("serving", METRICS_SERVER)
+        child = pulumi.ResourceOptions(parent=self)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account",
+            metadata={"name": METRICS_SERVER, "namespace": METRICS_SERVER_NAMESPACE, "labels": labels},
+            automount_service_account_token=False,
+            opts=child,
+        )
+        subject = [{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": METRICS_SERVER_NAMESPACE}]
+        self._rbac(name, labels, subject)
+        svc = kube.service(
+            f"{name}-service",
+            name=METRICS_SERVER,
+            namespace=METRICS_SERVER_NAMESPACE,
+            labels=labels,
+            selector=selector,
+            ports=[("https", 443, "https")],
+            parent=self,
+        )
+        # The API server calls metrics-server from the host network: only its port is admitted.
+        ingress_only_on(
+            f"{name}-network-policy",
+            name=METRICS_SERVER,
+            namespace=METRICS_SERVER_NAMESPACE,
+            labels=labels,
+            pods=selector,
+            port="https",
+            parent=self,
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={
+                "name": METRICS_SERVER,
+                "namespace": METRICS_SERVER_NAMESPACE,
+                "labels": labels,
+                "annotations": kube.checkov_skips(
+                    kube.DIGEST_SKIP,
+                    ("CKV_K8S_38", "metrics-server reads nodes and pods from the API: it needs its token"),
+                ),
+            },
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
+                "template": self._template(platform, cfg, labels, account),
+            },
+            opts=child,
+        )
+        k8s.apiregistration.v1.APIService(
+            f"{name}-api-service",
+            metadata={"name": "v1beta1.metrics.k8s.io", "labels": labels},
+            spec={
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"name": svc.metadata.name, "namespace": METRICS_SERVER_NAMESPACE, "port": 443},
+                # metrics-server serves a self-signed certificate (--cert-dir=/tmp), as upstream ships it.
+                "insecureSkipTLSVerify": True,
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+        )
+        self.register_outputs({})
+
+    @staticmethod
+    def _template(
+        platform: kube.Platform, cfg: MetricsServerConfig, labels: dict[str, str], account: k8s.core.v1.ServiceAccount
+    ) -> dict:
+        args = [
+            "--cert-dir=/tmp",
+            "--secure-port=10250",
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+            "--kubelet-use-node-status-port",
+            "--metric-resolution=15s",
+        ]
+        if cfg.kubelet_insecure_tls:
+            args.append("--kubelet-insecure-tls")
+        liveness = kube.http_probe("/livez", "https", period=10)
+        readiness = kube.http_probe("/readyz", "https", period=10, initial_delay=20)
+        for probe in (liveness, readiness):
+            probe["httpGet"]["scheme"] = "HTTPS"
+        container = kube.container(
+            METRICS_SERVER,
+            platform.image("metrics-server"),
+            cfg.resources,
+            args=args,
+            ports=[("https", 10250)],
+            liveness=liveness,
+            readiness=readiness,
+            mounts=[{"name": "tmp", "mountPath": "/tmp"}],
+        )
+        workload = kube.Workload(
+            containers=[container],
+            uid=METRICS_SERVER_UID,
+            volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
+            service_account=account.metadata.name,
+            automount_token=True,
+        )
+        template = workload.template(labels)
+        template["spec"]["priorityClassName"] = "system-cluster-critical"
+        template["spec"]["nodeSelector"] = {"kubernetes.io/os": "linux"}
+        return template
+
+    def _rbac(self, name: str, labels: dict[str, str], subject: list[dict[str, str]]) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        rbac = k8s.rbac.v1
+        rbac.ClusterRole(
+            f"{name}-aggregated-reader",
+            metadata={
+                "name": "system:aggregated-metrics-reader",
+                "labels": {
+                    **labels,
+                    "rbac.authorization.k8s.io/aggregate-to-view": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                },
+            },
+            rules=[{"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}],
+            opts=child,
+        )
+        rbac.ClusterRole(
+            f"{name}-cluster-role",
+            metadata={"name": "system:metrics-server", "labels": labels},
+            rules=[
+                {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods", "nodes", "namespaces"], "verbs": ["get", "list", "watch"]},
+            ],
+            opts=child,
+        )
+        rbac.ClusterRoleBinding(
+            f"{name}-cluster-role-binding",
+            metadata={"name": "system:metrics-server", "labels": labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:metrics-server"},
+            subjects=subject,
+            opts=child,
+        )
+        rbac.ClusterRoleBinding(
+            f"{name}-auth-delegator",
+            metadata={"name": "metrics-server:system:auth-delegator", "labels": labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            subjects=subject,
+            opts=child,
+        )
+        rbac.RoleBinding(
+            f"{name}-auth-reader",
+            metadata={"name": "metrics-server-auth-reader", "namespace": METRICS_SERVER_NAMESPACE, "labels": labels},
+            role_ref={
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "extension-apiserver-authentication-reader",
+            },
+            subjects=subject,
+            opts=child,
+        )

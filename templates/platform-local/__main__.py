@@ -1,0 +1,5 @@
+"""${DESCRIPTION}: the mlplane platform built from the stack's `mlplane:platform` config."""
+
+from mlplane.program import main
+
+main()
