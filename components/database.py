@@ -123,6 +123,16 @@ class Database(pulumi.ComponentResource):
             ports=[("postgres", PORT, "postgres")],
             parent=self,
         )
+        kube.ingress_only_on(
+            f"{name}-network-policy",
+            name="postgres",
+            namespace=namespace,
+            labels=labels,
+            pods=selector,
+            port="postgres",
+            parent=self,
+            sources=[kube.namespace_peer(f"{platform.name}-tracking")],
+        )
         k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={

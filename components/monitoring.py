@@ -24,7 +24,7 @@ import yaml
 
 from . import kube
 from .config import AlertsConfig, MonitoringConfig, PrometheusConfig, memory_bytes
-from .serving import ServedModel, ingress_only_on, namespace_peer
+from .serving import ServedModel
 
 TYPE = "mlplane:monitoring:Monitoring"
 #: UID of ``nobody`` in the Prometheus image (its USER).
@@ -357,7 +357,7 @@ class Monitoring(pulumi.ComponentResource):
             ports=[("web", PROMETHEUS_PORT, "web")],
             parent=self,
         )
-        ingress_only_on(
+        kube.ingress_only_on(
             f"{name}-prometheus-network-policy",
             name="prometheus",
             namespace=namespace,
@@ -367,7 +367,7 @@ class Monitoring(pulumi.ComponentResource):
             parent=self,
             # The Gateway's Envoy proxies, and Grafana next door.
             sources=[
-                namespace_peer(args.gateway.namespace),
+                kube.namespace_peer(args.gateway.namespace),
                 {"podSelector": {"matchLabels": platform.selector("monitoring", "grafana")}},
             ],
         )
@@ -541,7 +541,7 @@ class Monitoring(pulumi.ComponentResource):
             ports=[("http", GRAFANA_PORT, "http")],
             parent=self,
         )
-        ingress_only_on(
+        kube.ingress_only_on(
             f"{name}-grafana-network-policy",
             name="grafana",
             namespace=namespace,
@@ -549,7 +549,7 @@ class Monitoring(pulumi.ComponentResource):
             pods=selector,
             port="http",
             parent=self,
-            sources=[namespace_peer(args.gateway.namespace)],
+            sources=[kube.namespace_peer(args.gateway.namespace)],
         )
         kube.http_route(
             f"{name}-grafana-route",

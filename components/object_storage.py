@@ -265,8 +265,8 @@ class ObjectStorage(pulumi.ComponentResource):
     ``admin_secret_access_key`` (secret), ``mlflow_access_key_id``,
     ``mlflow_secret_access_key`` (secret; an identity limited to the artifacts bucket when
     bundled), ``external_url`` (S3 from the host), ``namespace`` (empty when external).
-    Attributes: ``grant_target`` (for :func:`bucket_grant_job`; None when external),
-    ``scrape_targets``, ``uis``.
+    Attributes: ``grant_target`` (for :func:`bucket_grant_job`; None when external), ``ready``
+    (resources to depend on before using the buckets and keys), ``scrape_targets``, ``uis``.
     """
 
     endpoint: pulumi.Output[str]
@@ -286,6 +286,7 @@ class ObjectStorage(pulumi.ComponentResource):
         self.scrape_targets: list[kube.ScrapeTarget] = []
         self.uis: list[kube.Ui] = []
         self.grant_target: GrantTarget | None = None
+        self.ready: list[pulumi.Resource] = []
         buckets = args.config.buckets
         self.artifacts_bucket = pulumi.Output.from_input(buckets.artifacts)
         self.datasets_bucket = pulumi.Output.from_input(buckets.datasets)
@@ -360,7 +361,7 @@ class ObjectStorage(pulumi.ComponentResource):
         )
         self.grant_target = seaweedfs_target(platform, cfg.setup_job_resources)
         buckets = args.config.buckets
-        _grant_job(
+        setup = _grant_job(
             f"{name}-setup",
             BucketGrant(
                 identity=MLFLOW_IDENTITY,
@@ -372,6 +373,7 @@ class ObjectStorage(pulumi.ComponentResource):
             self.grant_target,
             pulumi.ResourceOptions(parent=self, depends_on=[statefulset]),
         )
+        self.ready = [setup]
 
         self.namespace = namespace
         self.endpoint = pulumi.Output.concat("http://", SERVICE, ".", namespace, f".svc.cluster.local:{S3_PORT}")

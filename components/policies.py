@@ -82,7 +82,7 @@ class Resource:
     @property
     def is_kubernetes_object(self) -> bool:
         if not self.type.startswith("kubernetes:") or self.type.startswith(
-            ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize", "pulumi:providers:")
+            ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize")
         ):
             return False
         return not self.type.endswith(("Patch", "List"))
@@ -535,9 +535,8 @@ def check_pinned_images(resource: Resource, stack: Stack) -> list[Problem]:
 def _chart_pins(resource: Resource) -> list[Problem]:
     chart, version = resource.props.get("chart"), resource.props.get("version")
     problems = []
-    remote = isinstance(chart, str) and (chart.startswith("oci://") or "repositoryOpts" in resource.props or "/" not in chart)
-    local = isinstance(chart, str) and chart.startswith((".", "/"))
-    if remote and not local and not isinstance(version, Unknown):
+    local = isinstance(chart, str) and (chart.startswith((".", "/")) or chart.endswith(".tgz"))
+    if isinstance(chart, str) and not local and not isinstance(version, Unknown):
         if not isinstance(version, str) or not _EXACT_VERSION.match(version):
             problems.append(
                 Problem(
@@ -968,7 +967,7 @@ POLICIES: tuple[Policy, ...] = (
         enforcement=MANDATORY,
         applies_to=(
             "PersistentVolumeClaim, PersistentVolume, StatefulSet with volumeClaimTemplates, Docker "
-            "volumes, the kind cluster, S3 buckets, RDS, ECR repositories, EKS clusters"
+            "volumes, the kind cluster; for the AWS target: S3 buckets, RDS, ECR repositories, EKS clusters"
         ),
         remediation="Create stateful children with platform.stateful(self).",
         resource_check=check_stateful_protection,

@@ -130,7 +130,7 @@ class Serving(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        ingress_only_on(
+        kube.ingress_only_on(
             f"{name}-network-policy",
             name="model-servers",
             namespace=ns.metadata.name,
@@ -150,37 +150,6 @@ class Serving(pulumi.ComponentResource):
                     url=served.url,
                 )
             )
-
-
-def ingress_only_on(
-    resource_name: str,
-    *,
-    name: str,
-    namespace: pulumi.Input[str],
-    labels: dict[str, str],
-    pods: dict[str, str],
-    port: str,
-    parent: pulumi.Resource,
-    sources: Sequence[dict[str, Any]] = (),
-) -> k8s.networking.v1.NetworkPolicy:
-    """A NetworkPolicy admitting ingress to the selected pods on one named port only.
-
-    ``sources`` are NetworkPolicy peers (e.g. :func:`namespace_peer`); none admits any source.
-    """
-    rule: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"}]}
-    if sources:
-        rule["from"] = list(sources)
-    return k8s.networking.v1.NetworkPolicy(
-        resource_name,
-        metadata={"name": name, "namespace": namespace, "labels": labels},
-        spec={"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": [rule]},
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-
-
-def namespace_peer(namespace: str) -> dict[str, Any]:
-    """A NetworkPolicy peer: every pod in one namespace (by its automatic name label)."""
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
 
 
 @dataclass
@@ -368,7 +337,7 @@ class MetricsServer(pulumi.ComponentResource):
             parent=self,
         )
         # The API server calls metrics-server from the host network: only its port is admitted.
-        ingress_only_on(
+        kube.ingress_only_on(
             f"{name}-network-policy",
             name=METRICS_SERVER,
             namespace=METRICS_SERVER_NAMESPACE,

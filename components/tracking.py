@@ -159,11 +159,11 @@ def backend_store_uri(database: Database) -> pulumi.Output[str]:
     return pulumi.Output.secret(uri)
 
 
-def auth_ini(database_uri: str, admin_password: str) -> str:
+def auth_ini(store_uri: str, admin_password: str) -> str:
     """The basic-auth config file (``%`` doubled: configparser interpolates it)."""
     lines = {
         "default_permission": DEFAULT_PERMISSION,
-        "database_uri": database_uri,
+        "database_uri": store_uri,
         "admin_username": ADMIN_USERNAME,
         "admin_password": admin_password,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
@@ -402,7 +402,8 @@ class TrackingServer(pulumi.ComponentResource):
                 "selector": {"matchLabels": self._selector},
                 "template": template,
             },
-            opts=pulumi.ResourceOptions(parent=self),
+            # The buckets and MLflow's S3 identity exist before the first artifact upload.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.storage.ready),
         )
 
     def _reader(

@@ -362,6 +362,8 @@ def test_helm_charts_are_pinned_to_an_exact_version():
     for floating in ("^1.9.0", "1.x", None, ">=1.0.0"):
         assert len(run("pinned-images", chart(floating))) == 1, floating
     assert run("pinned-images", chart(None, chart_ref="./charts/local")) == []
+    assert run("pinned-images", chart(None, chart_ref="charts/mlplane-0.1.0.tgz")) == []
+    assert len(run("pinned-images", chart(None, chart_ref="bitnami/nginx"))) == 1
 
 
 def test_images_in_chart_values_are_pinned():

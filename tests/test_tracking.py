@@ -62,8 +62,11 @@ def children(result) -> dict[str, str]:
 
 def find(result, kind: str, name: str) -> dict:
     found = [
-        m for m in result.manifests()
-        if m["kind"] == kind and m["metadata"]["name"].startswith(name) and m["metadata"].get("namespace") == "mlplane-tracking"
+        m
+        for m in result.manifests()
+        if m["kind"] == kind
+        and m["metadata"]["name"].startswith(name)
+        and m["metadata"].get("namespace") == "mlplane-tracking"
     ]
     assert len(found) == 1, [m["metadata"]["name"] for m in found]
     return found[0]
@@ -113,7 +116,10 @@ def test_backend_store_is_the_database_the_component_was_given(run_component):
     assert uri.startswith("postgresql+psycopg2://mlflow:")
     assert uri.endswith("@postgres.mlplane-database.svc.cluster.local:5432/mlflow?sslmode=disable")
     env = env_of(containers(result)["mlflow"])
-    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-server", "key": "backend-store-uri"}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-server",
+        "key": "backend-store-uri",
+    }
 
     result, _ = run_component(build, EXTERNAL_DB)
     assert server_secret(result)["backend-store-uri"] == (
@@ -234,7 +240,8 @@ def test_metrics_come_from_a_sidecar_prometheus_can_scrape_without_credentials(r
     assert {"name": "metrics", "mountPath": "/var/run/mlflow/metrics", "readOnly": True} in exporter["volumeMounts"]
     assert not any("valueFrom" in e for e in exporter["env"]), "the exporter holds no credentials"
     target = out["tracking"].scrape_targets[0]
-    assert (target.job, target.namespace, target.port, target.path) == ("mlflow", "mlplane-tracking", "metrics", "/metrics")
+    assert (target.job, target.namespace, target.port) == ("mlflow", "mlplane-tracking", "metrics")
+    assert target.path == "/metrics"
     assert target.selector["app.kubernetes.io/name"] == "mlflow"
     assert [(u.key, u.url) for u in out["tracking"].uis] == [("mlflow", "http://mlflow.mlplane.localhost")]
 
@@ -260,6 +267,8 @@ def test_clients_get_a_dedicated_non_admin_account_made_by_a_job(run_component):
     selector = find(result, "Deployment", "mlflow")["spec"]["selector"]["matchLabels"]
     assert not selector.items() <= pod["metadata"]["labels"].items(), "the Service must not send traffic to the Job"
     assert pod["spec"]["restartPolicy"] == "Never"
+    storage_setup = result.named("mlplane-storage-setup-job").urn
+    assert storage_setup in result.named(f"{NAME}-deployment").depends_on
     reader = result.named(f"{NAME}-reader-job")
     deployment_urn = result.named(f"{NAME}-deployment").urn
     assert deployment_urn in reader.depends_on

@@ -27,7 +27,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -134,7 +135,7 @@ def render() -> Rendered:
         provider = k8s.Provider("k8s", render_yaml_to_directory="/nonexistent")
         platform = kube.Platform(name=config.name, provider=provider, protect_stateful=False, secret=fake_secret)
         root = Root(provider)
-        gateway = kube.GatewayRef(name="mlplane", namespace="mlplane-gateway", domain=config.routing.domain, http_port=80)
+        gateway = kube.GatewayRef("mlplane", "mlplane-gateway", config.routing.domain, 80)
         parent = pulumi.ResourceOptions(parent=root)
         database = Database("mlplane-database", DatabaseArgs(config.database, platform), parent)
         storage = ObjectStorage("mlplane-storage", ObjectStorageArgs(config.object_storage, platform, gateway), parent)
