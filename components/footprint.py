@@ -103,7 +103,7 @@ def measure(capture: Capture, config: PlatformConfig) -> dict[str, Usage]:
             if kind == "DaemonSet":
                 replicas = 1
             part = _containers_usage(spec["template"]["spec"], replicas)
-            part.workloads.append(f"{meta.get('namespace')}/{meta.get('name')} x{replicas}")
+            part.workloads.append(f"{kind} {meta.get('name')} x{replicas}")
             for claim in spec.get("volumeClaimTemplates", []):
                 part.storage += replicas * memory_bytes(claim["spec"]["resources"]["requests"]["storage"])
             usage.add(part)
@@ -143,3 +143,23 @@ def total(per: dict[str, Usage]) -> Usage:
     for usage in per.values():
         out.add(usage)
     return out
+
+
+def markdown(per: dict[str, Usage], config_name: str) -> str:
+    """The footprint as a Markdown table (docs/footprint.md is generated from this)."""
+    rows = [
+        f"| {name} | {u['cpu_request']} | {u['cpu_limit']} | {u['memory_request']} | {u['memory_limit']} "
+        f"| {u['storage']} | {', '.join(u['workloads'])} |"
+        for name, u in ((name, usage.as_json()) for name, usage in sorted(per.items()))
+    ]
+    t = total(per).as_json()
+    return "\n".join(
+        [
+            f"Footprint of `{config_name}` (requests and limits; HPAs at their minimum).",
+            "",
+            "| component | CPU request | CPU limit | memory request | memory limit | storage | workloads |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            f"| **total** | **{t['cpu_request']}** | {t['cpu_limit']} | **{t['memory_request']}** | {t['memory_limit']} | {t['storage']} | |",
+        ]
+    )

@@ -9,7 +9,7 @@ that the same HTTPRoute rule sends a weighted share of the requests to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -72,6 +72,8 @@ class ServingArgs:
     tracking_username: pulumi.Input[str]
     #: Secret: the password of ``tracking_username``.
     tracking_password: pulumi.Input[str]
+    #: Further env of every model container (a team sets its MLflow workspace here).
+    extra_env: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class Serving(pulumi.ComponentResource):
             parent=self,
         )
         for model in args.config.models:
-            served = _ModelServer(self, name, model, args, ns_name, ns, secret).build()
+            served = ModelServer(self, name, model, args, ns_name, ns, secret).build()
             self.models.append(served)
             self.urls[model.name] = pulumi.Output.from_input(served.url)
             self.uis.append(
@@ -153,10 +155,14 @@ class Serving(pulumi.ComponentResource):
 
 
 @dataclass
-class _ModelServer:
-    """The objects of one served model: a stable track, an optional canary track and the route."""
+class ModelServer:
+    """The objects of one served model: a stable track, an optional canary track and the route.
 
-    parent: Serving
+    Children are parented to ``parent`` (the Serving component, or a team's component) and named
+    ``<prefix>-<model>-<role>``.
+    """
+
+    parent: pulumi.Resource
     prefix: str
     model: ModelConfig
     args: ServingArgs
@@ -293,6 +299,7 @@ class _ModelServer:
                 {"name": "HOME", "value": "/tmp"},
                 {"name": "TMPDIR", "value": "/tmp"},
                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                *(dict(env) for env in self.args.extra_env),
             ],
             ports=[("http", PORT)],
             liveness=kube.http_probe("/ping", "http", period=15, failures=4),

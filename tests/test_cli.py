@@ -120,3 +120,17 @@ def test_usage_errors_exit_2_without_traceback():
 def test_generated_docs_are_current():
     result = mlplane("docs", "--check")
     assert result.returncode == 0, result.stderr
+
+
+def test_local_platform_fits_the_footprint_budget():
+    result = mlplane("footprint", "--stack", "local", "--budget-cpu", "1.5", "--budget-memory", "2.5Gi", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    total = json.loads(result.stdout)["total"]
+    assert int(total["cpu_request"].rstrip("m")) <= 1500
+    assert int(total["memory_request"].rstrip("Mi")) <= 2560
+
+
+def test_footprint_over_budget_exits_1():
+    result = mlplane("footprint", "--stack", "local", "--budget-cpu", "100m")
+    assert result.returncode == 1
+    assert "exceed the budget 100m" in result.stderr
