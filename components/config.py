@@ -328,6 +328,14 @@ class RoutingConfig(_Model):
             "Names under '.localhost' resolve to 127.0.0.1 without editing /etc/hosts."
         ),
     )
+    controller: Literal["bundled", "existing"] = Field(
+        default="bundled",
+        description=(
+            "'bundled' installs Envoy Gateway (Helm chart, pinned) into the gateway namespace; "
+            "'existing' uses an Envoy Gateway (v1.9 or later) already running in the cluster and "
+            "creates only the EnvoyProxy, GatewayClass and Gateway."
+        ),
+    )
     controller_resources: Resources = Field(
         default_factory=resources("50m", "96Mi", "500m", "256Mi"),
         description="Requests and limits of the Envoy Gateway controller.",
@@ -490,6 +498,15 @@ class TrackingConfig(_Model):
         description=(
             "Requests and limits of the Job that creates the read-only MLflow account through "
             "MLflow's auth REST API (only when `auth` is on)."
+        ),
+    )
+    workspaces: bool = Field(
+        default=False,
+        description=(
+            "MLflow workspaces (`--enable-workspaces`, experimental in MLflow): each team stack "
+            "gets a workspace only its own account can see. Resources created before stay in the "
+            "'default' workspace, which every account may still read (default_permission). "
+            "Needed by team environments that use 'tracking'."
         ),
     )
     resources: Resources = Field(

@@ -175,11 +175,13 @@ def chart_workloads(config: RoutingConfig) -> list[tuple[str, int, Resources]]:
     The Envoy Deployment is created at run time by the controller, so it is listed here too.
     The one-shot certgen Job is not: it finishes before the proxies start.
     """
-    return [
-        ("envoy-gateway", 1, config.controller_resources),
+    proxies = [
         ("envoy (proxy)", 1, config.proxy_resources),
         ("envoy (shutdown-manager)", 1, config.shutdown_manager_resources),
     ]
+    if config.controller == "existing":
+        return proxies
+    return [("envoy-gateway", 1, config.controller_resources), *proxies]
 
 
 class Routing(pulumi.ComponentResource):
@@ -198,26 +200,30 @@ class Routing(pulumi.ComponentResource):
         ns = kube.namespace(platform, f"{name}-namespace", ns_name, parent=self, component="gateway")
         self.namespace = ns.metadata.name
 
-        certgen = [] if args.render_only else self._certgen(name, args, ns)
-        chart_ref = versions.CHARTS["envoy-gateway"]
-        chart = k8s.helm.v4.Chart(
-            f"{name}-chart",
-            chart=chart_ref.chart,
-            version=chart_ref.version,
-            name=RELEASE,
-            namespace=self.namespace,
-            values=chart_values(cfg, platform),
-            # Chart v4 drops Helm hooks when it applies a chart; it can only keep them in a
-            # render (for the tool that applies it). Live, mlplane runs certgen itself.
-            include_hooks=args.render_only,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *certgen]),
-        )
-        gateway_class, gateway = self._gateway(name, args, chart)
+        # What the Gateway API objects wait for: the chart (it installs the CRDs), or nothing
+        # beyond the namespace when an existing Envoy Gateway provides them.
+        controller: pulumi.Resource = ns
+        if cfg.controller == "bundled":
+            certgen = [] if args.render_only else self._certgen(name, args, ns)
+            chart_ref = versions.CHARTS["envoy-gateway"]
+            controller = k8s.helm.v4.Chart(
+                f"{name}-chart",
+                chart=chart_ref.chart,
+                version=chart_ref.version,
+                name=RELEASE,
+                namespace=self.namespace,
+                values=chart_values(cfg, platform),
+                # Chart v4 drops Helm hooks when it applies a chart; it can only keep them in a
+                # render (for the tool that applies it). Live, mlplane runs certgen itself.
+                include_hooks=args.render_only,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *certgen]),
+            )
+        gateway_class, gateway = self._gateway(name, args, controller)
 
         self.gateway = kube.GatewayRef(
             name=platform.name, namespace=ns_name, domain=cfg.domain, http_port=args.http_port
         )
-        self.ready: list[pulumi.Resource] = [chart, gateway_class, gateway]
+        self.ready: list[pulumi.Resource] = [controller, gateway_class, gateway]
         self.scrape_targets = [
             kube.ScrapeTarget(
                 job="envoy",

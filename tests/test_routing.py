@@ -264,3 +264,25 @@ def test_chart_workloads_list_the_controller_and_the_proxy_pod():
 def test_domain_must_be_a_dns_name():
     with pytest.raises(ConfigError, match="routing.domain"):
         parse_platform({"routing": {"domain": "Not A Domain"}})
+
+
+def test_an_existing_envoy_gateway_installs_no_chart(run_component):
+    from mlplane.routing import Routing, RoutingArgs, chart_workloads
+
+    def build(platform, config, root):
+        routing = Routing(
+            "mlplane-routing",
+            RoutingArgs(config=config.routing, platform=platform, http_port=80, render_only=True),
+            pulumi.ResourceOptions(parent=root),
+        )
+        return {"routing": routing}
+
+    result, _ = run_component(build, {"routing": {"controller": "existing"}})
+    types = {r.type for r in result.resources}
+    assert not any(t.startswith("kubernetes:helm.sh/") for t in types)
+    kinds = {m["kind"] for m in result.manifests()}
+    assert {"EnvoyProxy", "GatewayClass", "Gateway"} <= kinds
+    assert [w[0] for w in chart_workloads(parse_platform({"routing": {"controller": "existing"}}).routing)] == [
+        "envoy (proxy)",
+        "envoy (shutdown-manager)",
+    ]
