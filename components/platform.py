@@ -64,7 +64,6 @@ class Platform(pulumi.ComponentResource):
                 config=config.routing,
                 platform=platform,
                 http_port=config.cluster.kind.http_port,
-                render_only=config.cluster.mode == "render",
             ),
             within,
         )

@@ -12,6 +12,8 @@ from .platform import Platform, PlatformArgs
 
 CONFIG_NAMESPACE = "mlplane"
 PLATFORM_KEY = "platform"
+#: A stack whose config holds this key is a team stack (see mlplane.teams).
+TEAM_KEY = "team"
 
 
 def load_platform_config() -> PlatformConfig:
@@ -47,12 +49,19 @@ def platform_program(config: PlatformConfig) -> Platform:
             "s3Endpoint": platform.storage.endpoint,
             "s3Region": platform.storage.region,
             "registryPullPrefix": platform.registry.pull_prefix,
+            "registryClusterPushUrl": platform.registry.cluster_push_url,
         },
     )
     return platform
 
 
 def main() -> None:
+    """Run the platform program, or the team program when the stack holds ``mlplane:team``."""
+    if pulumi.Config(CONFIG_NAMESPACE).get_object(TEAM_KEY) is not None:
+        from .teams import run_team_stack
+
+        run_team_stack()
+        return
     try:
         config = load_platform_config()
     except ConfigError as error:

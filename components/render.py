@@ -17,7 +17,7 @@ import hashlib
 import json
 import string
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pulumi
 from pulumi.runtime import mocks as _mocks
@@ -116,11 +116,30 @@ def stand_in_secret(seed: str, length: int = 32) -> str:
     return "".join(alphabet[b % len(alphabet)] for b in digest[:length])
 
 
+@dataclass(frozen=True)
+class StackOutputs:
+    """What a ``pulumi.StackReference`` to another stack reads in an offline run."""
+
+    outputs: dict[str, Any]
+    #: Outputs the referenced stack holds as secrets.
+    secret_names: tuple[str, ...] = ()
+
+
 class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, stack_references: Mapping[str, StackOutputs] | None = None):
+        #: Fully qualified stack name -> its outputs, for StackReferences.
+        self.stack_references = dict(stack_references or {})
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = _unwrap(args.inputs, "", set())
         state = dict(inputs)
-        if args.typ.startswith("random:index/random"):
+        if args.typ == "pulumi:pulumi:StackReference":
+            referenced = self.stack_references.get(inputs.get("name"))
+            if referenced is None:
+                known = ", ".join(sorted(self.stack_references)) or "none"
+                raise KeyError(f"no outputs of stack {inputs.get('name')!r} in this offline run (known: {known})")
+            state.update(outputs=referenced.outputs, secretOutputNames=list(referenced.secret_names))
+        elif args.typ.startswith("random:index/random"):
             length = int(inputs.get("length", 32) or 32)
             value = stand_in_secret(f"{args.typ}:{args.name}", length)
             state.update(result=value, id=value)
@@ -210,13 +229,15 @@ def capture(
     stack: str = "render",
     config: dict[str, str] | None = None,
     secret_keys: list[str] | None = None,
+    stack_references: Mapping[str, StackOutputs] | None = None,
 ) -> Capture:
     """Run ``program`` against recording mocks and return what it registered.
 
-    Exceptions raised by the program (for example an invalid config) propagate after the
-    runtime has been shut down, and nothing is returned.
+    ``stack_references`` gives the outputs of the stacks the program references (by fully
+    qualified name). Exceptions raised by the program (for example an invalid config) propagate
+    after the runtime has been shut down, and nothing is returned.
     """
-    mocks = _Mocks()
+    mocks = _Mocks(stack_references)
     monitor = _Monitor(mocks)
     pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
     pulumi.runtime.settings.SETTINGS.outputs.clear()

@@ -47,8 +47,6 @@ class RoutingArgs:
     platform: kube.Platform
     #: Host port the Gateway is reached on (cluster.kind.http_port): used in UI URLs.
     http_port: int
-    #: The Kubernetes provider renders manifests instead of applying them.
-    render_only: bool
 
 
 def _split_image(ref: str) -> tuple[str, str]:
@@ -204,7 +202,7 @@ class Routing(pulumi.ComponentResource):
         # beyond the namespace when an existing Envoy Gateway provides them.
         controller: pulumi.Resource = ns
         if cfg.controller == "bundled":
-            certgen = [] if args.render_only else self._certgen(name, args, ns)
+            certgen = self._certgen(name, args, ns)
             chart_ref = versions.CHARTS["envoy-gateway"]
             controller = k8s.helm.v4.Chart(
                 f"{name}-chart",
@@ -213,9 +211,7 @@ class Routing(pulumi.ComponentResource):
                 name=RELEASE,
                 namespace=self.namespace,
                 values=chart_values(cfg, platform),
-                # Chart v4 drops Helm hooks when it applies a chart; it can only keep them in a
-                # render (for the tool that applies it). Live, mlplane runs certgen itself.
-                include_hooks=args.render_only,
+                # Chart v4 drops Helm hooks (certgen is one), so mlplane runs certgen itself.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *certgen]),
             )
         gateway_class, gateway = self._gateway(name, args, controller)

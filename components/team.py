@@ -11,8 +11,9 @@ The :class:`Team` component creates, for one team and nothing else:
   tracking namespace, through MLflow's REST API);
 - its own ARC controller and runner scale set, watching the work namespace only;
 - its models, served behind the platform Gateway at ``<model>.<team>.<domain>``;
-- its Prometheus scrape jobs and a Grafana dashboard, added to the platform's ConfigMaps by
-  server-side apply patches (``ConfigMapPatch``) that own only the team's own keys.
+- a Grafana dashboard of its models (from the Gateway's per-route stats), added to the platform's
+  dashboards ConfigMap by a server-side apply patch (``ConfigMapPatch``) that owns only the
+  team's own key, and pod discovery rights for the platform Prometheus in its namespaces.
 
 The platform's layout (names, domain, modes) comes from the platform's validated config; its
 addresses and credentials come from the platform stack's outputs (:class:`PlatformOutputs`, read
@@ -34,7 +35,7 @@ import yaml
 
 from . import ci_runners, kube, monitoring, object_storage, serving, tracking, versions
 from .config import CiRunnersConfig, PlatformConfig, Resources
-from .team_config import TeamConfig
+from .team_config import QuotaConfig, TeamConfig
 
 TYPE = "mlplane:team:Team"
 #: Namespace label naming the team (set by the team stack only: members cannot edit namespaces).
@@ -53,7 +54,8 @@ RUNNER_ACCOUNT = "team-runner"
 SCRAPE_PORT = "metrics"
 #: The platform Prometheus' service account (monitoring namespace), granted pod discovery here.
 PROMETHEUS_ACCOUNT = "prometheus"
-PROMETHEUS_CONFIGMAP = "prometheus-config"
+#: Role (in each team namespace) letting the platform Prometheus discover the team's pods.
+PROMETHEUS_ROLE = "platform-prometheus"
 GRAFANA_DASHBOARDS_CONFIGMAP = "grafana-dashboards"
 #: The MLflow role that gives the team account MANAGE on its workspace.
 MLFLOW_ROLE = "team"
@@ -139,12 +141,17 @@ else:
 user_exists = exists("/api/2.0/mlflow/users/get", {"username": username})
 workspace_exists = exists(f"/api/3.0/mlflow/workspaces/{workspace}")
 if os.environ["TEAM_ACTION"] == "revoke":
+    delete_data = os.environ["TEAM_DELETE_DATA"] == "true"
     if user_exists:
         call("DELETE", "/api/2.0/mlflow/users/delete", {"username": username})
         print(f"deleted user {username}")
-    if workspace_exists and os.environ["TEAM_DELETE_DATA"] == "true":
+    if workspace_exists and delete_data:
         call("DELETE", f"/api/3.0/mlflow/workspaces/{workspace}", query={"mode": "CASCADE"})
         print(f"deleted workspace {workspace} and everything in it")
+    if exists("/api/2.0/mlflow/users/get", {"username": username}):
+        sys.exit(f"user {username} still exists")
+    if delete_data and exists(f"/api/3.0/mlflow/workspaces/{workspace}"):
+        sys.exit(f"workspace {workspace} still exists")
     sys.exit(0)
 
 if not workspace_exists:
@@ -273,7 +280,11 @@ def provider_args(platform: PlatformConfig, team: TeamConfig, outputs: PlatformO
     if cluster.mode == "render":
         assert cluster.render is not None  # guaranteed by ClusterConfig validation
         return {"render_yaml_to_directory": f"{cluster.render.directory.rstrip('/')}-{team.stack}"}
-    context = f"kind-{cluster.kind.name}" if cluster.mode == "kind" else cluster.existing.context  # type: ignore[union-attr]
+    if cluster.mode == "kind":
+        context = f"kind-{cluster.kind.name}"
+    else:
+        assert cluster.existing is not None  # guaranteed by ClusterConfig validation
+        context = cluster.existing.context
     args: dict[str, Any] = {"kubeconfig": outputs.kubeconfig, "context": context, "enable_server_side_apply": True}
     if cluster.mode == "kind" and platform.lifecycle.throwaway:
         # A throwaway kind cluster deleted by hand must not block `mlplane team destroy`.
@@ -412,7 +423,7 @@ class Team(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------------ the guardrails
 
-    def _guardrails(self, space: _Namespace, quota: Any) -> None:
+    def _guardrails(self, space: _Namespace, quota: QuotaConfig) -> None:
         """Quota, limit range, network policies and member RBAC of one namespace."""
         cfg = self._args.config
         namespace = space.resource.metadata.name
@@ -905,51 +916,38 @@ class Team(pulumi.ComponentResource):
     # --------------------------------------------------------------------------- monitoring
 
     def _monitoring(self) -> None:
-        """Pod discovery for the platform Prometheus, the team's scrape jobs and dashboard."""
+        """Pod discovery for the platform Prometheus in the team's namespaces, and the team dashboard."""
         cfg, plat = self._args.config, self._args.platform
         monitoring_ns = f"{plat.name}-monitoring"
-        targets = []
         for space in (self.work, self.serving):
             labels = self._labels("prometheus")
             role = k8s.rbac.v1.Role(
                 f"{self._name}-{space.role}-prometheus-role",
-                metadata={"name": "platform-prometheus", "namespace": space.resource.metadata.name, "labels": labels},
+                metadata={"name": PROMETHEUS_ROLE, "namespace": space.resource.metadata.name, "labels": labels},
                 rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
                 opts=self._child(),
             )
             k8s.rbac.v1.RoleBinding(
                 f"{self._name}-{space.role}-prometheus-binding",
-                metadata={"name": "platform-prometheus", "namespace": space.resource.metadata.name, "labels": labels},
+                metadata={"name": PROMETHEUS_ROLE, "namespace": space.resource.metadata.name, "labels": labels},
                 role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
                 subjects=[{"kind": "ServiceAccount", "name": PROMETHEUS_ACCOUNT, "namespace": monitoring_ns}],
                 opts=self._child(),
             )
-            targets.append(
-                kube.ScrapeTarget(
-                    job=f"{cfg.identity}-{space.role}", namespace=space.name,
-                    selector={kube.SCRAPE: SCRAPE_PORT}, port=SCRAPE_PORT,
-                )
-            )
-        monitoring.check_targets(targets)
-        scrape_file = {"scrape_configs": [monitoring.scrape_job(t, str(t.namespace)) for t in targets]}
-        k8s.core.v1.ConfigMapPatch(
-            f"{self._name}-prometheus-scrape",
-            metadata={"name": PROMETHEUS_CONFIGMAP, "namespace": monitoring_ns},
-            data={team_scrape_file(cfg.name): yaml.safe_dump(scrape_file, sort_keys=False)},
-            opts=self._child(),
-        )
         window = monitoring.rate_window(plat.monitoring.prometheus.scrape_interval)
+        # Server-side apply of one key: the platform stack keeps owning every other key, and
+        # Grafana's file provider picks the new file up without a restart.
         k8s.core.v1.ConfigMapPatch(
             f"{self._name}-grafana-dashboard",
             metadata={"name": GRAFANA_DASHBOARDS_CONFIGMAP, "namespace": monitoring_ns},
-            data={f"{cfg.identity}.json": json.dumps(team_dashboard(cfg, self.serving.name, window), indent=1)},
+            data={dashboard_file(cfg): json.dumps(team_dashboard(cfg, self.serving.name, window), indent=1)},
             opts=self._child(),
         )
 
 
-def team_scrape_file(team: str) -> str:
-    """Key of a team's scrape config file in the platform's Prometheus ConfigMap."""
-    return f"{monitoring.TEAM_SCRAPE_PREFIX}{team}.yml"
+def dashboard_file(team: TeamConfig) -> str:
+    """Key of the team's dashboard in the platform's Grafana dashboards ConfigMap."""
+    return f"{team.identity}.json"
 
 
 def _job_container(
@@ -988,7 +986,8 @@ def _panel(panel_id: int, title: str, expr: str, unit: str, y: int, description:
 
 
 def team_dashboard(team: TeamConfig, serving_namespace: str, window: str) -> dict[str, Any]:
-    """The team's Grafana dashboard: its models' traffic (Envoy per-route stats) and scraped pods."""
+    """The team's Grafana dashboard: its models' traffic, from the Envoy per-route stats Prometheus
+    already scrapes for the platform (no recording rules needed)."""
     cluster = f'envoy_cluster_name=~"httproute/{serving_namespace}/.*"'
 
     def by_model(expr: str) -> str:
@@ -1005,11 +1004,10 @@ def team_dashboard(team: TeamConfig, serving_namespace: str, window: str) -> dic
         f"histogram_quantile(0.99, sum by (envoy_cluster_name, le) "
         f"(rate(envoy_cluster_upstream_rq_time_bucket{{{cluster}}}[{window}]))) / 1000"
     )
-    up = f'label_replace(up{{job=~"{team.identity}-.*"}}, "model", "$1", "pod", "(.*)")'
     return {
-        "uid": f"{team.identity}"[:40],
+        "uid": team.identity,
         "title": f"Team {team.name}",
-        "description": f"Models and scraped pods of team {team.name} (stack {team.stack}).",
+        "description": f"Models of team {team.name} (stack {team.stack}), from the Gateway's per-route stats.",
         "tags": ["mlplane", "team", team.identity],
         "editable": False,
         "schemaVersion": 41,
@@ -1024,7 +1022,48 @@ def team_dashboard(team: TeamConfig, serving_namespace: str, window: str) -> dic
                    "Share of requests answered with a 5xx."),
             _panel(3, "p99 latency", by_model(latency), "s", 8,
                    "99th percentile of the upstream request time, per model."),
-            _panel(4, "Scraped pods up", up, "none", 8,
-                   "Pods labelled mlplane.dev/scrape: metrics in the team's namespaces (1 = scraped)."),
         ],
     }
+
+
+def team_program(
+    team: TeamConfig, platform: PlatformConfig, *, offboarding: bool = False, delete_data: bool = True
+) -> Team:
+    """The stack program of a team stack: read the platform stack, build the team, export its facts.
+
+    The StackReference is named ``<team stack>-platform``; the provider ``<team stack>-kubernetes``
+    and the component ``<team stack>`` (``team-<name>``).
+    """
+    stack_config = pulumi.Config("mlplane")
+    reference = pulumi.StackReference(
+        f"{team.stack}-platform", stack_name=stack_reference_name(team.platform_stack, pulumi.get_project())
+    )
+    outputs = PlatformOutputs.read(reference, platform)
+    provider = k8s.Provider(f"{team.stack}-kubernetes", **provider_args(platform, team, outputs))
+    component = Team(
+        team.stack,
+        TeamArgs(
+            config=team, platform=platform, outputs=outputs, provider=provider,
+            secret=stack_config.require_secret, offboarding=offboarding, delete_data=delete_data,
+        ),
+        pulumi.ResourceOptions(providers=[provider]),
+    )
+    pulumi.export(
+        "team",
+        {
+            "name": team.name,
+            "platformStack": team.platform_stack,
+            "namespaces": component.namespaces,
+            "bucket": component.bucket,
+            "mlflowWorkspace": component.mlflow_workspace,
+            "runnerLabel": component.runner_label,
+            "modelUrls": component.model_urls,
+        },
+    )
+    if component.s3_access_key_id is not None and component.s3_secret_access_key is not None:
+        pulumi.export("s3AccessKeyId", pulumi.Output.secret(component.s3_access_key_id))
+        pulumi.export("s3SecretAccessKey", component.s3_secret_access_key)
+    if component.mlflow_username is not None and component.mlflow_password is not None:
+        pulumi.export("mlflowUsername", component.mlflow_username)
+        pulumi.export("mlflowPassword", component.mlflow_password)
+    return component

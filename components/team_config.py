@@ -341,8 +341,9 @@ class TeamConfig(_Model):
         description=(
             "Platform services the team uses: 'tracking' (an MLflow workspace and account), "
             "'object_storage' (a bucket and an S3 identity limited to it), 'registry' (push "
-            "from pods), 'monitoring' (Prometheus scrapes pods labelled mlplane.dev/scrape). "
-            "Each opens exactly one NetworkPolicy path."
+            "from pods), 'monitoring' (a Grafana dashboard of the team's models; the platform "
+            "Prometheus may discover and reach pods labelled mlplane.dev/scrape: metrics). Each "
+            "opens its own NetworkPolicy path; nothing else is reachable."
         ),
     )
     quota: TeamQuotas = Field(default_factory=TeamQuotas, description="Resource quotas per namespace.")

@@ -159,8 +159,13 @@ def backend_store_uri(database: Database) -> pulumi.Output[str]:
     return pulumi.Output.secret(uri)
 
 
-def auth_ini(store_uri: str, admin_password: str) -> str:
-    """The basic-auth config file (``%`` doubled: configparser interpolates it)."""
+def auth_ini(store_uri: str, admin_password: str, workspaces: bool = False) -> str:
+    """The basic-auth config file (``%`` doubled: configparser interpolates it).
+
+    With workspaces, accounts keep ``default_permission`` in the 'default' workspace (where the
+    platform's own experiments and models live) and have no access to any other workspace
+    unless granted there.
+    """
     lines = {
         "default_permission": DEFAULT_PERMISSION,
         "database_uri": store_uri,
@@ -168,6 +173,8 @@ def auth_ini(store_uri: str, admin_password: str) -> str:
         "admin_password": admin_password,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
     }
+    if workspaces:
+        lines["grant_default_workspace_access"] = "true"
     body = "".join(f"{key} = {value.replace('%', '%%')}\n" for key, value in lines.items())
     return f"[mlflow]\n{body}"
 
@@ -304,7 +311,9 @@ class TrackingServer(pulumi.ComponentResource):
             admin_password = self._password(f"{name}-admin-password")
             data["admin-password"] = admin_password
             data["flask-secret-key"] = self._password(f"{name}-flask-secret-key", 48)
-            data["auth.ini"] = pulumi.Output.all(database_uri, admin_password).apply(lambda v: auth_ini(v[0], v[1]))
+            data["auth.ini"] = pulumi.Output.all(database_uri, admin_password).apply(
+                lambda v: auth_ini(v[0], v[1], args.config.workspaces)
+            )
         return data
 
     def _deployment(
@@ -322,6 +331,8 @@ class TrackingServer(pulumi.ComponentResource):
             "--expose-prometheus", METRICS_DIR,
             "--allowed-hosts", self.namespace.apply(lambda ns: ",".join(allowed_hosts(route_host, ns))),
         ]
+        if cfg.workspaces:
+            server_args.append("--enable-workspaces")
         env: list[dict[str, Any]] = [
             kube.secret_env("MLFLOW_BACKEND_STORE_URI", secret_name, "backend-store-uri"),
             {"name": "MLFLOW_S3_ENDPOINT_URL", "value": args.storage.endpoint},

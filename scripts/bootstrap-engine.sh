@@ -12,6 +12,9 @@
 #     Go module proxy, cache the binaries per version under $MLPLANE_ENGINE_CACHE/<component>-<version>/
 #     (a second run takes seconds) and link them into one bin dir.
 #
+# Cost of a cold build on 2 cores: ~20 min and ~8 GB (Go module cache 2.3 GB, Go build cache 5.9 GB,
+# binaries 0.3 GB); a warm run takes well under a second.
+#
 # Usage: scripts/bootstrap-engine.sh [--check | --print-bin-dir | --help]
 #   --check          exit 0 iff everything is already present (builds/installs nothing)
 #   --print-bin-dir  print the directory to put on PATH, nothing else
@@ -30,11 +33,10 @@ set -euo pipefail
 
 # ---------------------------------------------------------------------------------------------
 # Versions. The Python packages pinned in pyproject.toml must match these exactly:
-#   pulumi==3.259.0  pulumi-kubernetes==4.25.0a1768448096  pulumi-random==4.21.1  pulumi-command==1.2.1
-# (4.25.0a1768448096 is PyPI's spelling of the plugin version 4.25.0-alpha.1768448096.)
+#   pulumi==3.259.0  pulumi-kubernetes==4.25.0  pulumi-random==4.21.1  pulumi-command==1.2.1
 # ---------------------------------------------------------------------------------------------
 PULUMI_VERSION=3.259.0
-KUBERNETES_VERSION=4.25.0-alpha.1768448096
+KUBERNETES_VERSION=4.25.0
 RANDOM_VERSION=4.21.1
 COMMAND_VERSION=1.2.1
 
@@ -48,9 +50,13 @@ COMMAND_VERSION=1.2.1
 # `runtime.options.virtualenv` from Pulumi.yaml and hands it to that host. The exec script
 # (pulumi-language-python-exec) comes from sdk/v3@v$PULUMI_VERSION, matching the Python SDK.
 PYTHON_HOST_SDK_VERSION=3.79.0
-# kubernetes: github.com/pulumi/pulumi-kubernetes/provider/v4 at commit f47bc2d6f199 (2026-01-15),
-# the commit PyPI's pulumi-kubernetes 4.25.0a1768448096 was built from (the alpha number is the
-# commit's Unix time). It is the only provider/v4 commit the module proxy here serves.
+# kubernetes: github.com/pulumi/pulumi-kubernetes/provider/v4 has no tags, and the module proxy
+# reachable from mlplane's sandbox serves it at one commit only: f47bc2d6f199 (2026-01-15), the
+# source of PyPI's pre-release 4.25.0a1768448096 (the alpha number is the commit's Unix time), a
+# day before the 4.25.0 release commit 144dd813d53e. Both Python SDKs are identical but for the
+# plugin version, i.e. the schema did not change; the binary is stamped 4.25.0 so that the pin
+# stays a release whose plugin `pulumi plugin install` can download (pre-release plugins are not
+# published). Where the proxy serves it, the exact release is provider/v4@144dd813d53e.
 KUBERNETES_PROVIDER_MODULE_VERSION=v4.0.0-20260115033456-f47bc2d6f199
 KUBERNETES_SDK_MODULE_VERSION=v4.25.0
 # random / command: release commits (tags v4.21.1 / v1.2.1 of the repositories). `go get` resolves
@@ -162,19 +168,25 @@ case "$ACTION" in
   check) everything_present; exit $? ;;
 esac
 
-command -v go >/dev/null || die "go is needed to build the Pulumi engine (https://go.dev/dl/)"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-export CGO_ENABLED=0 # static binaries; also keeps the Go build cache shared between all builds
-GO_VERSION=$(go env GOVERSION)
-GO_VERSION=${GO_VERSION#go}
-# Same flags for every build so that the Go build cache is shared (pkg/v3, sdk/v3, grpc, ...).
-BUILD_FLAGS=(-trimpath)
 WORK_DIR="$CACHE_DIR/.work"
 LOG_DIR="$CACHE_DIR/logs"
 mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
 declare -A TIMES=()
 FAILED=()
+# Same flags for every build so that the Go build cache is shared (pkg/v3, sdk/v3, grpc, ...).
+BUILD_FLAGS=(-trimpath)
+GO_VERSION=""
+
+# go_setup: Go is only needed when something has to be built (a warm run needs none).
+go_setup() {
+  [[ -z "$GO_VERSION" ]] || return 0
+  command -v go >/dev/null || die "go is needed to build the Pulumi engine (https://go.dev/dl/)"
+  export GOFLAGS="-mod=mod -buildvcs=false"
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+  export CGO_ENABLED=0 # static binaries; also keeps the Go build cache shared between all builds
+  GO_VERSION=$(go env GOVERSION)
+  GO_VERSION=${GO_VERSION#go}
+}
 
 # new_wrapper DIR: an empty module whose go.mod lines come on stdin ("require ..." / "replace ...").
 # Its go line is the local Go version, so a dependency whose go line is newer than the local Go
@@ -186,6 +198,20 @@ new_wrapper() {
 
 # json_field NAME < go-json: value of a top-level string field of `go mod download -json` output.
 json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" | head -n 1; }
+
+# fetch_module DIR MOD@REV: downloads MOD@REV (REV may be a commit) in wrapper DIR; INFO = its
+# `go mod download -json` record (Version, Dir, GoMod). Explains a failure instead of dying silently.
+fetch_module() {
+  if ! INFO=$(cd "$1" && go mod download -json "$2"); then
+    printf '%s\n' "$INFO"
+    echo "cannot download $2 through GOPROXY=$(go env GOPROXY)"
+    case "$2" in
+      */pulumi-random/* | */pulumi-command/*)
+        echo "(known: the module proxy reachable from mlplane's sandbox serves no version of it)" ;;
+    esac
+    return 1
+  fi
+}
 
 # build_bin DIR OUT PKG LDFLAGS: go build with the shared flags, -s -w and the version stamp.
 build_bin() {
@@ -202,6 +228,7 @@ cpu_mark() {
 # run_step NAME FUNC: runs FUNC with its output in $LOG_DIR/NAME.log, records wall and CPU time.
 run_step() {
   local name=$1 fn=$2 start=$SECONDS cpu0 rc
+  go_setup
   log "$name: building (log: $LOG_DIR/$name.log)"
   cpu_mark && cpu0=$CPU_NOW
   # Not `if "$fn"`: errexit would be off inside the function. The subshell keeps it on.
@@ -250,7 +277,8 @@ EOF
     github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python \
     "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PYTHON_HOST_SDK_VERSION"
   # The host refuses to start without the exec script beside its own (resolved) executable.
-  sdk_dir=$(cd "$w" && go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION" | json_field Dir)
+  fetch_module "$w" "github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION"
+  sdk_dir=$(json_field Dir <<<"$INFO")
   [[ -f "$sdk_dir/python/cmd/pulumi-language-python-exec" ]] || { echo "exec script not found in $sdk_dir"; return 1; }
   install -m 0755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$HOST_DIR.tmp/"
   rm -rf "$HOST_DIR" && mv "$HOST_DIR.tmp" "$HOST_DIR"
@@ -274,8 +302,8 @@ require (
 replace $CLIPBOARD_REPLACE
 EOF
   printf '%s\n' "$KUBERNETES_GO_SUM" >"$w/go.sum"
-  src=$(cd "$w" && go mod download -json "github.com/pulumi/pulumi-kubernetes/provider/v4@$KUBERNETES_PROVIDER_MODULE_VERSION" |
-    json_field Dir)/cmd/pulumi-resource-kubernetes
+  fetch_module "$w" "github.com/pulumi/pulumi-kubernetes/provider/v4@$KUBERNETES_PROVIDER_MODULE_VERSION"
+  src=$(json_field Dir <<<"$INFO")/cmd/pulumi-resource-kubernetes
   mkdir -p "$w/cmd/pulumi-resource-kubernetes"
   cp "$src"/*.go "$src"/*.json "$w/cmd/pulumi-resource-kubernetes/"
   chmod -R u+w "$w/cmd"
@@ -293,13 +321,13 @@ EOF
 # .../terraform-provider-random/shim => ./shim, a nested module absent from the zip: it is
 # recreated (it only exposes the upstream provider); the other replaces are copied over.
 build_random() {
-  local w="$WORK_DIR/pulumi-resource-random-$RANDOM_VERSION" mod="github.com/pulumi/pulumi-random/provider/v4" info out
+  local w="$WORK_DIR/pulumi-resource-random-$RANDOM_VERSION" mod="github.com/pulumi/pulumi-random/provider/v4" out
   out="$(provider_dir random)"
   new_wrapper "$w" </dev/null
   # Resolve the commit to its pseudo-version and fetch the module's own go.mod first: its replaces
   # must be in place before its requirements (shim v0.0.0 exists nowhere but in ./shim) are loaded.
-  info=$(cd "$w" && go mod download -json "$mod@$RANDOM_PROVIDER_COMMIT")
-  (cd "$w" && go mod edit -json "$(json_field GoMod <<<"$info")") | python3 -c '
+  fetch_module "$w" "$mod@$RANDOM_PROVIDER_COMMIT"
+  (cd "$w" && go mod edit -json "$(json_field GoMod <<<"$INFO")") | python3 -c '
 import json, sys
 for r in json.load(sys.stdin).get("Replace") or []:
     old, new = r["Old"], r["New"]
@@ -320,7 +348,7 @@ import (
 func NewProvider() tfpf.Provider { return provider.New() }
 EOF
   (cd "$w" && go mod edit -replace github.com/terraform-providers/terraform-provider-random/shim=./shim \
-    -require "$mod@$(json_field Version <<<"$info")")
+    -require "$mod@$(json_field Version <<<"$INFO")")
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
   build_bin "$w" "$out.tmp/pulumi-resource-random" "$mod/cmd/pulumi-resource-random" \
     "-X $mod/pkg/version.Version=$RANDOM_VERSION"
@@ -330,11 +358,11 @@ EOF
 # --- command provider ------------------------------------------------------------------------------
 # Untested here (module not served by the sandbox's proxy). No replaces, nothing generated.
 build_command() {
-  local w="$WORK_DIR/pulumi-resource-command-$COMMAND_VERSION" mod="github.com/pulumi/pulumi-command/provider" info out
+  local w="$WORK_DIR/pulumi-resource-command-$COMMAND_VERSION" mod="github.com/pulumi/pulumi-command/provider" out
   out="$(provider_dir command)"
   new_wrapper "$w" </dev/null
-  info=$(cd "$w" && go mod download -json "$mod@$COMMAND_PROVIDER_COMMIT")
-  (cd "$w" && go mod edit -require "$mod@$(json_field Version <<<"$info")")
+  fetch_module "$w" "$mod@$COMMAND_PROVIDER_COMMIT"
+  (cd "$w" && go mod edit -require "$mod@$(json_field Version <<<"$INFO")")
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
   build_bin "$w" "$out.tmp/pulumi-resource-command" "$mod/cmd/pulumi-resource-command" \
     "-X $mod/pkg/version.Version=$COMMAND_VERSION"
@@ -423,10 +451,10 @@ log "timings (cached = binary reused from $CACHE_DIR):"
 for k in pulumi pulumi-language-python $PROVIDERS; do log "  $k: ${TIMES[$k]:-n/a}"; done
 log "  total: $((SECONDS - TOTAL_START))s"
 {
-  date -u +%FT%TZ
-  for k in pulumi pulumi-language-python $PROVIDERS; do echo "$k: ${TIMES[$k]:-n/a}"; done
-  echo "total: $((SECONDS - TOTAL_START))s"
-} >"$LOG_DIR/timings.txt"
+  printf '%s' "$(date -u +%FT%TZ)"
+  for k in pulumi pulumi-language-python $PROVIDERS; do printf ' | %s: %s' "$k" "${TIMES[$k]:-n/a}"; done
+  printf ' | total: %ss\n' "$((SECONDS - TOTAL_START))"
+} >>"$LOG_DIR/timings.txt"
 
 if ((${#FAILED[@]})); then
   log "not provided: ${FAILED[*]} (logs in $LOG_DIR). To go on without a provider, set e.g."

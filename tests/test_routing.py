@@ -37,16 +37,10 @@ LIVE_CHILDREN = {
 }
 
 
-def build(platform, config, root, *, render_only=False, http_port=80):
-    routing = Routing(
-        "mlplane-routing", RoutingArgs(config.routing, platform, http_port, render_only), opts(root)
-    )
+def build(platform, config, root, *, http_port=80):
+    routing = Routing("mlplane-routing", RoutingArgs(config.routing, platform, http_port), opts(root))
     ready = pulumi.Output.all(*[r.urn for r in routing.ready])
     return {"routing": routing, "namespace": routing.namespace, "ready": ready}
-
-
-def render(platform, config, root):
-    return build(platform, config, root, render_only=True)
 
 
 def children(result):
@@ -59,14 +53,6 @@ def test_live_mode_creates_certgen_chart_and_gateway_objects(run_component):
     assert result.parent_of("mlplane-routing").name == "mlplane"
     assert {n: r.type for n, r in children(result).items()} == LIVE_CHILDREN
     assert out["namespace"] == "mlplane-gateway"
-
-
-def test_render_mode_keeps_the_charts_certgen_hook_instead_of_its_own_job(run_component):
-    result, _ = run_component(render)
-    assert {n for n in children(result)} == {n for n in LIVE_CHILDREN if "certgen" not in n}
-    assert result.named("mlplane-routing-chart").inputs["includeHooks"] is True
-    live, _ = run_component(build)
-    assert live.named("mlplane-routing-chart").inputs["includeHooks"] is False
 
 
 def test_namespace_is_restricted(run_component):
@@ -272,7 +258,7 @@ def test_an_existing_envoy_gateway_installs_no_chart(run_component):
     def build(platform, config, root):
         routing = Routing(
             "mlplane-routing",
-            RoutingArgs(config=config.routing, platform=platform, http_port=80, render_only=True),
+            RoutingArgs(config=config.routing, platform=platform, http_port=80),
             pulumi.ResourceOptions(parent=root),
         )
         return {"routing": routing}
