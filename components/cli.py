@@ -308,14 +308,13 @@ def plan_cmd(
 ) -> None:
     """Offline plan for a pull request: render, strict schemas, policies, footprint, as a Markdown report.
 
-    Exit 0 when clean (advisory findings allowed), 1 on a mandatory policy violation or a schema finding,
-    2 on invalid input (nothing written). Needs no credentials, cluster or Pulumi CLI.
+    Platform and team stacks. Exit 0 when clean (advisory findings allowed), 1 on a mandatory policy
+    violation or a schema finding, 2 on invalid input (nothing written). Needs no credentials, cluster
+    or Pulumi CLI.
     """
     from . import plan as plan_mod
 
-    source, platform = load_platform(stack, config)
-    label = str(config) if config is not None else f"stacks/Pulumi.{source.stack}.yaml"
-    result = plan_mod.build(source, platform, label)
+    result = plan_mod.build(stack, config)
     text = plan_mod.write(result, out_file, as_json)
     if out_file is None:
         sys.stdout.write(text)

@@ -6,8 +6,9 @@ policies of :mod:`mlplane.policies` (the ones the policy pack runs under the eng
 measures the footprint. The report is Markdown fit for a pull-request comment, or JSON.
 
 No cloud credentials, cluster or Pulumi CLI are needed, so it also runs for pull requests from
-forks. Exit codes: 0 clean (advisory findings allowed), 1 on a mandatory policy violation or a
-schema finding, 2 on invalid input (raised before anything is rendered or written).
+forks. Team stacks are planned against the offline render of their platform stack. Exit codes: 0
+clean (advisory findings allowed), 1 on a mandatory policy violation or a schema finding, 2 on
+invalid input (raised before anything is rendered or written).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checks, footprint, policies, versions
-from .cli import Source, offline_run
+from .cli import TEAM_KEY, Source, load_platform, offline_run, read_stack_config
 from .config import PlatformConfig
 from .render import Capture, Recorded
 
@@ -170,18 +171,44 @@ def _resource_row(record: Recorded) -> dict[str, Any]:
     return row
 
 
-def build(source: Source, platform: PlatformConfig, source_label: str) -> Plan:
-    """Render the stack offline and run every check on the result."""
-    capture = offline_run(source, platform)
+def build(stack: str | None, config: Path | None) -> Plan:
+    """Render a platform or team stack (or a platform config file) offline and check the result.
+
+    Invalid input raises :class:`mlplane.cli.InputError` before anything is rendered.
+    """
+    if stack is not None and config is None and TEAM_KEY in read_stack_config(stack):
+        return build_team(stack)
+    source, platform = load_platform(stack, config)
+    label = str(config) if config is not None else f"stacks/Pulumi.{source.stack}.yaml"
+    return check(source.stack, label, offline_run(source, platform), stack_view(source, platform), platform)
+
+
+def build_team(stack: str) -> Plan:
+    """A team stack, rendered against the offline render of its platform stack (``mlplane.teams``)."""
+    from . import teams
+
+    checked, values = teams.checked_stack(stack)
+    view = policies.Stack(
+        name=stack,
+        throwaway=checked.platform.lifecycle.throwaway,
+        config_secure=policies.config_secure_keys(values),
+    )
+    return check(stack, f"stacks/Pulumi.{stack}.yaml", teams.offline_team_run(checked, stack), view, checked.platform)
+
+
+def check(stack: str, source_label: str, capture: Capture, view: policies.Stack, platform: PlatformConfig) -> Plan:
+    """Strict schemas, the policies and the footprint of one offline render."""
     schema_versions = tuple(versions.SUPPORTED_KUBERNETES)
+    rendered = {r.type.rsplit(":", 1)[-1] for r in capture.resources if r.type.startswith("mlplane:")}
     return Plan(
-        stack=source.stack,
+        stack=stack,
         source=source_label,
         capture=capture,
         schema_versions=schema_versions,
         schema_findings=checks.validate_schemas(capture.manifests(), schema_versions),
-        evaluation=policies.evaluate([resource_view(r) for r in capture.resources], stack_view(source, platform)),
-        usage=footprint.measure(capture, platform),
+        evaluation=policies.evaluate([resource_view(r) for r in capture.resources], view),
+        # Only components this render holds: a team render has none of the platform's charts.
+        usage={k: v for k, v in footprint.measure(capture, platform).items() if k in rendered or k == "other"},
     )
 
 

@@ -219,10 +219,9 @@ def local_plan():
     """The plan of the local stack, schemas checked against one minor (test_render_stack.py and the
     CI template test, which runs the real command, cover every supported minor)."""
     os.chdir(ROOT)
-    source, platform = cli.load_platform("local", None)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(versions, "SUPPORTED_KUBERNETES", (versions.DEFAULT_KUBERNETES,))
-        return plan.build(source, platform, "stacks/Pulumi.local.yaml")
+        return plan.build("local", None)
 
 
 def test_local_stack_plan_is_clean(local_plan):
@@ -273,3 +272,36 @@ def test_json_report_to_stdout(tmp_path, monkeypatch):
     document = json.loads(result.output)
     assert document["stack"] == "ci" and document["result"] == "pass"
     assert document["schema"]["kubernetes_versions"] == ["1.35"]
+
+
+def test_team_stack_is_planned_against_its_platform(tmp_path, monkeypatch):
+    project = write_project(tmp_path / "proj", {"mlplane:platform": {"name": "acme", "tracking": {"workspaces": True}}})
+    (project / "stacks" / "Pulumi.team-fraud.yaml").write_text(yaml.safe_dump(
+        {"config": {"mlplane:team": {"name": "fraud", "platform_stack": "ci", "members": {"groups": ["fraud-ds"]}}}}
+    ))
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(versions, "SUPPORTED_KUBERNETES", ("1.35",))
+    out = tmp_path / "team.md"
+    result = CliRunner().invoke(cli.app, ["plan", "--stack", "team-fraud", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("<!-- mlplane-plan:team-fraud -->")
+    assert "| config | valid (stacks/Pulumi.team-fraud.yaml) |" in text
+    assert "<summary><b>Team</b> <code>team-fraud</code>:" in text
+    assert "| `team-namespace-isolation` | mandatory | pass |" in text
+    # Not throwaway: stateful resources are checked, and the platform's charts are not the team's footprint.
+    assert "| `stateful-protection` | mandatory | pass |" in text
+    assert "| Routing |" not in text
+
+
+def test_team_stack_with_an_unknown_platform_exits_2(tmp_path, monkeypatch):
+    project = write_project(tmp_path / "proj", {"mlplane:platform": {"name": "acme"}})
+    (project / "stacks" / "Pulumi.team-fraud.yaml").write_text(yaml.safe_dump(
+        {"config": {"mlplane:team": {"name": "fraud", "platform_stack": "nope"}}}
+    ))
+    monkeypatch.chdir(project)
+    out = tmp_path / "team.md"
+    result = CliRunner().invoke(cli.app, ["plan", "--stack", "team-fraud", "--out", str(out)])
+    assert isinstance(result.exception, cli.InputError)  # main() turns it into exit 2, one line per problem
+    assert "platform_stack: platform stack 'nope'" in str(result.exception)
+    assert not out.exists()

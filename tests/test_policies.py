@@ -473,6 +473,12 @@ def isolated_team() -> list[Resource]:
     ]
 
 
+def test_team_label_is_the_one_the_team_component_sets():
+    from mlplane.team import TEAM_LABEL
+
+    assert policies.TEAM_LABEL == TEAM_LABEL
+
+
 def test_isolated_team_namespace_passes():
     assert run_stack("team-namespace-isolation", isolated_team()) == []
 

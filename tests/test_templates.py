@@ -60,7 +60,7 @@ def step(job: dict[str, Any], step_id: str) -> dict[str, Any]:
 WORKFLOWS = {
     "mlplane-pull-request.yml": {"changes", "plan", "preview"},
     "mlplane-plan-comment.yml": {"comment"},
-    "mlplane-deploy.yml": {"changes", "up"},
+    "mlplane-deploy.yml": {"changes", "up", "up-teams"},
     "mlplane-drift.yml": {"stacks", "drift"},
 }
 
@@ -148,14 +148,30 @@ def test_plan_comments_are_posted_from_the_base_repository_for_forks_too():
     assert "<!-- mlplane-plan:${stack} -->" in script
 
 
-def test_merges_to_main_deploy_one_stack_at_a_time():
+def test_merges_to_main_deploy_one_stack_at_a_time_platforms_before_teams():
     document = workflow("mlplane-deploy.yml")
     assert triggers(document)["push"]["branches"] == ["main"]
-    up = document["jobs"]["up"]
-    assert up["concurrency"] == {"group": "mlplane-stack-${{ matrix.stack }}", "cancel-in-progress": False}
-    assert up["environment"] == "${{ matrix.stack }}"
+    jobs = document["jobs"]
+    up, teams = jobs["up"], jobs["up-teams"]
+    assert up["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.changes.outputs.platforms) }}"
+    assert teams["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.changes.outputs.teams) }}"
+    assert teams["needs"] == ["changes", "up"]
+    assert steps(up) == steps(teams)
+    for job in (up, teams):
+        assert job["concurrency"] == {"group": "mlplane-stack-${{ matrix.stack }}", "cancel-in-progress": False}
+        assert job["environment"] == "${{ matrix.stack }}"
     commands = "\n".join(s.get("run", "") for s in steps(up))
     assert "pulumi up --stack \"$STACK\" --yes" in commands and "--policy-pack components/policypack" in commands
+
+
+def test_deploy_splits_affected_stacks_into_platforms_and_teams(repo, tmp_path):
+    path, base = repo
+    head = change(path, "stacks/Pulumi.dev.yaml")
+    script = step(workflow("mlplane-deploy.yml")["jobs"]["changes"], "stacks")["run"]
+    output = tmp_path / "github_output"
+    subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=path, check=True,
+                   env={**os.environ, "BASE": base, "HEAD": head, "GITHUB_OUTPUT": str(output)})
+    assert output.read_text() == 'platforms=["dev"]\nteams=["team-a"]\n'
 
 
 def test_drift_check_is_scheduled_and_flags_drift():
@@ -167,6 +183,20 @@ def test_drift_check_is_scheduled_and_flags_drift():
     flag = next(s for s in steps(drift) if s.get("uses", "").startswith("actions/github-script@"))
     assert flag["if"] == "steps.drift.outputs.exit_code != '0'"
     assert 'labels: ["drift"]' in flag["with"]["script"]
+
+
+def sdk_pin(package: str) -> str:
+    """The version pyproject.toml pins a dependency to."""
+    import tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(d.split("==", 1)[1] for d in dependencies if d.split("==", 1)[0] == package)
+
+
+def test_ci_installs_the_pulumi_cli_the_sdk_is_pinned_to():
+    for name in ("mlplane-pull-request.yml", "mlplane-deploy.yml", "mlplane-drift.yml"):
+        assert workflow(name)["env"]["PULUMI_VERSION"] == sdk_pin("pulumi"), name
+    assert gitlab()[".pulumi"]["image"].endswith(f":{sdk_pin('pulumi')}")
 
 
 def test_versions_are_pinned_in_workflows():
@@ -204,7 +234,7 @@ def repo(tmp_path):
     path = tmp_path / "repo"
     (path / "stacks").mkdir(parents=True)
     (path / "components").mkdir()
-    for stack in ("dev", "prod"):
+    for stack in ("dev", "prod", "team-a"):
         (path / "stacks" / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
     (path / "components" / "x.py").write_text("x = 1\n")
     (path / "README.md").write_text("hi\n")
@@ -226,10 +256,11 @@ def change(path: Path, edit: str) -> str:
 
 
 AFFECTED_CASES = [
-    ("stacks/Pulumi.dev.yaml", ["dev"]),
-    ("components/x.py", ["dev", "prod"]),
+    ("stacks/Pulumi.dev.yaml", ["dev", "team-a"]),  # team stacks read their platform's stack file
+    ("stacks/Pulumi.team-a.yaml", ["team-a"]),
+    ("components/x.py", ["dev", "prod", "team-a"]),
     ("README.md", []),
-    ("delete-prod", []),
+    ("delete-prod", ["team-a"]),  # its teams' plans now fail, which the reviewer must see
 ]
 
 
@@ -247,7 +278,7 @@ def test_github_affected_stacks(repo, tmp_path, edit, expected):
 def test_deploy_and_pull_request_use_the_same_affected_stack_logic():
     pr = step(workflow("mlplane-pull-request.yml")["jobs"]["changes"], "stacks")["run"]
     deploy = step(workflow("mlplane-deploy.yml")["jobs"]["changes"], "stacks")["run"]
-    assert pr.splitlines()[-4:] == deploy.splitlines()[-4:]
+    assert pr.splitlines()[4:12] == deploy.splitlines()[4:12]  # from "code changes affect every stack" on
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,13 +292,15 @@ def gitlab() -> dict[str, Any]:
 
 def test_gitlab_pipeline_has_its_stages_and_jobs():
     document = gitlab()
-    assert document["stages"] == ["plan", "preview", "deploy", "drift"]
+    assert document["stages"] == ["plan", "preview", "deploy", "deploy-teams", "drift"]
     jobs = {name: job for name, job in document.items() if isinstance(job, dict) and "stage" in job}
     assert {name: job["stage"] for name, job in jobs.items()} == {
-        "mlplane-plan": "plan", "pulumi-preview": "preview", "pulumi-up": "deploy", "pulumi-drift": "drift",
+        "mlplane-plan": "plan", "pulumi-preview": "preview", "pulumi-up": "deploy",
+        "pulumi-up-teams": "deploy-teams", "pulumi-drift": "drift",
     }
     for job in jobs.values():
-        assert ".stacks" in job["extends"]
+        extends = job["extends"] if isinstance(job["extends"], list) else document[job["extends"]]["extends"]
+        assert ".stacks" in extends
 
 
 def test_gitlab_images_are_pinned_by_version_tag():
@@ -298,10 +331,11 @@ def test_gitlab_preview_is_for_same_project_merge_requests_with_the_policy_pack(
 
 def test_gitlab_updates_run_one_at_a_time_per_stack_and_drift_is_scheduled():
     document = gitlab()
-    up = document["pulumi-up"]
+    up = document[".up"]
     assert up["resource_group"] == "pulumi-$STACK"
     assert 'CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH' in up["rules"][0]["if"]
-    assert "--policy-pack components/policypack" in "\n".join(up["script"])
+    assert document["pulumi-up"]["extends"] == document["pulumi-up-teams"]["extends"] == ".up"
+    assert "--policy-pack components/policypack" in "\n".join(document["pulumi-up"]["script"])
     drift = document["pulumi-drift"]
     assert drift["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
     assert "--refresh --expect-no-changes" in "\n".join(drift["script"])
@@ -322,7 +356,7 @@ def test_gitlab_skips_unaffected_stacks(repo, edit, expected):
     path, base = repo
     head = change(path, edit)
     snippet = gitlab()[".skip_unaffected"]
-    for stack in ("dev", "prod"):
+    for stack in ("dev", "prod", "team-a"):
         result = subprocess.run(["bash", "-e", "-c", snippet + "\necho RUNS"], cwd=path, capture_output=True, text=True,
                                 env={**os.environ, "BASE": base, "CI_COMMIT_SHA": head, "STACK": stack})
         assert result.returncode == 0, result.stderr
@@ -357,7 +391,8 @@ def test_plan_job_command_runs_against_the_local_stack(tmp_path):
 # `pulumi new` templates
 # --------------------------------------------------------------------------------------------
 
-NEW_TEMPLATES = ["platform-local"]
+#: Each template and the stack `pulumi new` creates for it (a team stack is named team-<name>).
+NEW_TEMPLATES = {"platform-local": "dev", "team": "team-demo"}
 
 
 def instantiate(template: Path, target: Path, stack: str = "dev", project: str = "acme-ml") -> dict[str, str]:
@@ -395,26 +430,57 @@ def test_template_depends_on_this_mlplane_release(name):
     assert pins == [f"mlplane=={importlib.metadata.version('mlplane')}"]
 
 
-@pytest.mark.parametrize("name", NEW_TEMPLATES)
-def test_new_project_validates_and_renders_offline(name, tmp_path):
+def new_project(name: str, tmp_path: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
+    """A project instantiated from a template: (directory, Pulumi.yaml, stack config)."""
     project = tmp_path / "acme-ml"
-    config = instantiate(TEMPLATES / name, project)
+    config = instantiate(TEMPLATES / name, project, stack=NEW_TEMPLATES[name])
     manifest = yaml.safe_load((project / "Pulumi.yaml").read_text())
     assert manifest["name"] == "acme-ml" and "template" not in manifest
     assert "${" not in "".join(p.read_text() for p in project.rglob("*") if p.is_file())
+    return project, manifest, config
 
-    platform = parse_platform(json.loads(config["mlplane:platform"]))
-    assert platform.lifecycle.throwaway
 
-    # The program as the engine runs it: config values are strings, objects are JSON.
-    result = capture(lambda: runpy.run_path(str(project / "__main__.py"), run_name="__main__"),
-                     project=manifest["name"], stack="dev", config=config)
-    assert result.named(platform.name).type == "mlplane:index:Platform"
-    assert len(result.kubernetes_objects()) > 20
-    stack = policies.Stack(name="dev", throwaway=True, config_secure=policies.config_secure_keys(config))
-    evaluation = policies.evaluate([resource_view(r) for r in result.resources], stack)
+def run_program(project: Path, manifest: dict[str, Any], stack: str, config: dict[str, str], **references: Any):
+    """The new project's program as the engine runs it: config values are strings, objects JSON."""
+    return capture(lambda: runpy.run_path(str(project / "__main__.py"), run_name="__main__"),
+                   project=manifest["name"], stack=stack, config=config, stack_references=references or None)
+
+
+def assert_guardrails_hold(result, stack: str, config: dict[str, str]) -> None:
+    view = policies.Stack(name=stack, throwaway=True, config_secure=policies.config_secure_keys(config))
+    evaluation = policies.evaluate([resource_view(r) for r in result.resources], view)
     assert evaluation.mandatory == []
     assert checks.validate_schemas(result.manifests(), (versions.DEFAULT_KUBERNETES,)) == []
+
+
+def test_new_platform_project_validates_and_renders_offline(tmp_path):
+    project, manifest, config = new_project("platform-local", tmp_path)
+    platform = parse_platform(json.loads(config["mlplane:platform"]))
+    assert platform.lifecycle.throwaway
+    result = run_program(project, manifest, "dev", config)
+    assert result.named(platform.name).type == "mlplane:index:Platform"
+    assert len(result.kubernetes_objects()) > 20
+    assert_guardrails_hold(result, "dev", config)
+
+
+def test_new_team_project_validates_and_renders_offline(tmp_path, monkeypatch):
+    from mlplane import teams
+    from mlplane.team import stack_reference_name
+    from mlplane.team_config import parse_team
+
+    project, manifest, config = new_project("team", tmp_path)
+    monkeypatch.chdir(project)  # the team program reads the platform's stack file from its project
+    team = parse_team(json.loads(config["mlplane:team"]))
+    assert team.stack == NEW_TEMPLATES["team"]
+    checked = teams.check_team(team, project)
+    assert checked.platform.tracking.workspaces
+    # The StackReference to the platform stack reads that stack's outputs, rendered offline.
+    outputs = teams.platform_stand_in(checked)
+    result = run_program(project, manifest, team.stack, config, **{stack_reference_name(team.platform_stack, manifest["name"]): outputs})
+    assert result.named(team.stack).type == "mlplane:team:Team"
+    namespaces = {r.manifest()["metadata"]["name"] for r in result.by_type("kubernetes:core/v1:Namespace")}
+    assert namespaces == {"mlplane-team-demo", "mlplane-team-demo-serving"}
+    assert_guardrails_hold(result, team.stack, config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,3 +633,12 @@ def test_gitlab_note_is_skipped_without_a_token(tmp_path):
     result = subprocess.run(["bash", "-e", "-c", gitlab()[".upsert_note"]], env={**env, "NOTE_FILE": str(tmp_path / "x")},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout == ""
+
+
+@pytest.mark.parametrize(("job", "deployed"), [("pulumi-up", {"dev"}), ("pulumi-up-teams", {"team-a"})])
+def test_gitlab_deploys_platform_stacks_before_team_stacks(job, deployed):
+    stage_filter = gitlab()[job]["script"][0]
+    for stack in ("dev", "team-a"):
+        result = subprocess.run(["bash", "-e", "-c", stage_filter + "\necho DEPLOYS"], capture_output=True, text=True,
+                                env={**os.environ, "STACK": stack})
+        assert ("DEPLOYS" in result.stdout) is (stack in deployed), (job, stack)
