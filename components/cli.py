@@ -30,6 +30,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_INVALID = 2
 PLATFORM_KEY = "mlplane:platform"
+#: Object-valued config keys (the platform and a team).
+OBJECT_KEYS = (PLATFORM_KEY, "mlplane:team")
 TEAM_KEY = "mlplane:team"
 
 StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Stack name: reads stacks/Pulumi.<NAME>.yaml.")]
@@ -107,7 +109,16 @@ def read_stack_config(stack: str) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         raise InputError(f"--stack: {path} must be a mapping with a 'config' mapping")
-    return document.get("config") or {}
+    values = dict(document.get("config") or {})
+    for key in OBJECT_KEYS:
+        # `pulumi new` and `pulumi config set` store an object as a JSON string; the engine
+        # accepts both forms, so mlplane does too.
+        if isinstance(values.get(key), str):
+            try:
+                values[key] = json.loads(values[key])
+            except json.JSONDecodeError as error:
+                raise InputError(f"{key}: {path} holds a string that is not a JSON object ({error.msg})") from None
+    return values
 
 
 def load_source(stack: str | None, config: Path | None) -> Source:

@@ -23,6 +23,8 @@ INSTANCE = "app.kubernetes.io/instance"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 #: Namespaces carrying this label may attach HTTPRoutes to the platform Gateway.
 GATEWAY_ACCESS = "mlplane.dev/gateway-access"
+#: Namespaces of a team environment carry this label (value: the team name).
+TEAM_LABEL = "mlplane.dev/team"
 #: Pods carrying this label are scraped by the platform Prometheus (value: the port name).
 SCRAPE = "mlplane.dev/scrape"
 #: Annotation explaining a deliberate exception to a security check.

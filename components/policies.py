@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ma
 
 import yaml
 
+from .kube import TEAM_LABEL
+
 if TYPE_CHECKING:
     import pulumi_policy
 
@@ -40,7 +42,6 @@ MANDATORY: Enforcement = "mandatory"
 ADVISORY: Enforcement = "advisory"
 
 #: Label that marks a namespace as a team's (its value is the team name).
-TEAM_LABEL = "mlplane.dev/team"
 #: Annotation explaining why a namespace enforces a Pod Security level other than 'restricted'.
 POD_SECURITY_REASON = "mlplane.dev/pod-security-reason"
 #: Prefixes of inline exception annotations (the ones checkov reads).

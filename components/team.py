@@ -39,7 +39,7 @@ from .team_config import QuotaConfig, TeamConfig
 
 TYPE = "mlplane:team:Team"
 #: Namespace label naming the team (set by the team stack only: members cannot edit namespaces).
-TEAM_LABEL = "mlplane.dev/team"
+TEAM_LABEL = kube.TEAM_LABEL
 #: The namespaced Role bound to the team's users and groups, in both namespaces.
 MEMBER_ROLE = "team-member"
 #: ConfigMap in both namespaces with the addresses a team workload needs (use ``envFrom``).

@@ -134,3 +134,16 @@ def test_footprint_over_budget_exits_1():
     result = mlplane("footprint", "--stack", "local", "--budget-cpu", "100m")
     assert result.returncode == 1
     assert "exceed the budget 100m" in result.stderr
+
+
+def test_stack_config_written_as_a_json_string_is_accepted(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: mlplane\nruntime: python\n")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.dev.yaml").write_text(
+        "config:\n  mlplane:platform: '" + json.dumps({"name": "demo"}) + "'\n"
+    )
+    assert mlplane("validate", "--stack", "dev", cwd=tmp_path).returncode == 0
+    (tmp_path / "stacks" / "Pulumi.dev.yaml").write_text("config:\n  mlplane:platform: '{not json'\n")
+    result = mlplane("validate", "--stack", "dev", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mlplane:platform: " in result.stderr and "not a JSON object" in result.stderr
