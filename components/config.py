@@ -336,6 +336,15 @@ class RoutingConfig(_Model):
             "creates only the EnvoyProxy, GatewayClass and Gateway."
         ),
     )
+    proxy_namespace: DnsLabel | None = Field(
+        default=None,
+        description=(
+            "With controller 'existing': the namespace where that Envoy Gateway runs its Envoy "
+            "proxies (its own namespace in the default deploy mode, e.g. 'envoy-gateway-system'); "
+            "NetworkPolicies admit Gateway traffic from it and Prometheus scrapes it. Default: "
+            "the platform's gateway namespace."
+        ),
+    )
     controller_resources: Resources = Field(
         default_factory=resources("50m", "96Mi", "500m", "256Mi"),
         description="Requests and limits of the Envoy Gateway controller.",
@@ -351,6 +360,12 @@ class RoutingConfig(_Model):
             "Envoy proxy (it drains connections before the proxy stops)."
         ),
     )
+
+    @model_validator(mode="after")
+    def _proxy_namespace(self) -> RoutingConfig:
+        if self.proxy_namespace is not None and self.controller != "existing":
+            raise ValueError("proxy_namespace is only used with controller 'existing' (the bundled one runs proxies in the gateway namespace)")
+        return self
 
 
 class ObjectStoreBuckets(_Model):

@@ -100,6 +100,14 @@ class GatewayRef:
     namespace: str
     domain: str
     http_port: int
+    #: Where the Envoy proxies run, when not in the Gateway's namespace (an existing Envoy
+    #: Gateway in its default deploy mode runs them in its controller namespace).
+    proxy_namespace: str | None = None
+
+    @property
+    def proxies_namespace(self) -> str:
+        """The namespace traffic from the Gateway comes from (for NetworkPolicy peers)."""
+        return self.proxy_namespace or self.namespace
 
     def host(self, prefix: str) -> str:
         return f"{prefix}.{self.domain}"

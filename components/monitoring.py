@@ -367,7 +367,7 @@ class Monitoring(pulumi.ComponentResource):
             parent=self,
             # The Gateway's Envoy proxies, and Grafana next door.
             sources=[
-                kube.namespace_peer(args.gateway.namespace),
+                kube.namespace_peer(args.gateway.proxies_namespace),
                 {"podSelector": {"matchLabels": platform.selector("monitoring", "grafana")}},
             ],
         )
@@ -549,7 +549,7 @@ class Monitoring(pulumi.ComponentResource):
             pods=selector,
             port="http",
             parent=self,
-            sources=[kube.namespace_peer(args.gateway.namespace)],
+            sources=[kube.namespace_peer(args.gateway.proxies_namespace)],
         )
         kube.http_route(
             f"{name}-grafana-route",

@@ -217,13 +217,17 @@ class Routing(pulumi.ComponentResource):
         gateway_class, gateway = self._gateway(name, args, controller)
 
         self.gateway = kube.GatewayRef(
-            name=platform.name, namespace=ns_name, domain=cfg.domain, http_port=args.http_port
+            name=platform.name,
+            namespace=ns_name,
+            domain=cfg.domain,
+            http_port=args.http_port,
+            proxy_namespace=cfg.proxy_namespace,
         )
         self.ready: list[pulumi.Resource] = [controller, gateway_class, gateway]
         self.scrape_targets = [
             kube.ScrapeTarget(
                 job="envoy",
-                namespace=ns_name,
+                namespace=self.gateway.proxies_namespace,
                 selector=proxy_selector(platform.name, ns_name),
                 port=METRICS_PORT,
                 path=METRICS_PATH,

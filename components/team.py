@@ -534,7 +534,7 @@ class Team(pulumi.ComponentResource):
                     "policyTypes": ["Ingress"],
                     "ingress": [
                         {
-                            "from": [kube.namespace_peer(f"{self._platform.name}-gateway")],
+                            "from": [kube.namespace_peer(self._args.platform.routing.proxy_namespace or f"{self._platform.name}-gateway")],
                             "ports": [{"port": "http", "protocol": "TCP"}],
                         }
                     ],
@@ -788,7 +788,11 @@ class Team(pulumi.ComponentResource):
         assert self.mlflow_password is not None  # serving.models require 'tracking' (TeamConfig)
         http_port = plat.cluster.kind.http_port if plat.cluster.mode == "kind" else 80
         gateway = kube.GatewayRef(
-            name=plat.name, namespace=f"{plat.name}-gateway", domain=cfg.domain(plat.routing.domain), http_port=http_port
+            name=plat.name,
+            namespace=f"{plat.name}-gateway",
+            domain=cfg.domain(plat.routing.domain),
+            http_port=http_port,
+            proxy_namespace=plat.routing.proxy_namespace,
         )
         args = serving.ServingArgs(
             config=cfg.serving.as_serving_config(),

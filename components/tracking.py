@@ -330,6 +330,8 @@ class TrackingServer(pulumi.ComponentResource):
             "--artifacts-destination", pulumi.Output.concat("s3://", args.storage.artifacts_bucket),
             "--expose-prometheus", METRICS_DIR,
             "--allowed-hosts", self.namespace.apply(lambda ns: ",".join(allowed_hosts(route_host, ns))),
+            # Browsers send Origin even on same-origin writes; MLflow rejects unlisted origins.
+            "--cors-allowed-origins", args.gateway.url(SERVICE),
         ]
         if cfg.workspaces:
             server_args.append("--enable-workspaces")

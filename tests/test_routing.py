@@ -272,3 +272,25 @@ def test_an_existing_envoy_gateway_installs_no_chart(run_component):
         "envoy (proxy)",
         "envoy (shutdown-manager)",
     ]
+
+
+def test_an_existing_controller_can_run_its_proxies_elsewhere(run_component):
+    from mlplane.monitoring import Monitoring, MonitoringArgs
+
+    def build_all(platform, config, root):
+        routing = Routing("mlplane-routing", RoutingArgs(config.routing, platform, 80), opts(root))
+        monitoring = Monitoring(
+            "mlplane-monitoring",
+            MonitoringArgs(config.monitoring, platform, routing.gateway, routing.scrape_targets, []),
+            opts(root),
+        )
+        return {"routing": routing, "monitoring": monitoring}
+
+    raw = {"routing": {"controller": "existing", "proxy_namespace": "envoy-gateway-system"}}
+    result, out = run_component(build_all, raw)
+    assert out["routing"].scrape_targets[0].namespace == "envoy-gateway-system"
+    grafana = next(m for m in result.manifests() if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == "grafana")
+    peers = [p for rule in grafana["spec"]["ingress"] for p in rule.get("from", [])]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}}} in peers
+    with pytest.raises(ConfigError, match="proxy_namespace is only used with controller 'existing'"):
+        parse_platform({"routing": {"proxy_namespace": "x"}})

@@ -212,6 +212,11 @@ def test_allowed_hosts_cover_the_route_with_and_without_port_and_the_service(run
     assert allowed_hosts("mlflow.a.test", "ns")[:2] == ["mlflow.a.test", "mlflow.a.test:*"]
 
 
+def test_the_ui_origin_may_write_through_the_gateway(run_component):
+    result, _ = run_component(build, {"routing": {"domain": "ml.example.test"}})
+    assert arg(containers(result)["mlflow"], "--cors-allowed-origins") == "http://mlflow.ml.example.test"
+
+
 def test_server_runs_restricted_with_probes_outside_auth(run_component):
     result, _ = run_component(build, {"tracking": {"workers": 2}})
     deployment = find(result, "Deployment", "mlflow")
