@@ -8,7 +8,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 import yaml
@@ -28,6 +28,7 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+T = TypeVar("T")
 EXIT_INVALID = 2
 PLATFORM_KEY = "mlplane:platform"
 #: Object-valued config keys (the platform and a team).
@@ -73,6 +74,8 @@ def _read_yaml(path: Path, what: str) -> Any:
         text = path.read_text()
     except OSError as error:
         raise InputError(f"{what}: cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what}: {path} is not UTF-8 text") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -192,6 +195,14 @@ def write_render(result: render_mod.Capture, directory: Path) -> list[Path]:
     return written
 
 
+def writing_to(target: Path | None, write: Callable[[], T]) -> T:
+    """Run ``write``; an unwritable ``--out`` is bad input (exit 2), not a traceback."""
+    try:
+        return write()
+    except OSError as error:
+        raise InputError(f"--out: cannot write {target}: {error.strerror or error}") from None
+
+
 # --------------------------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------------------------
@@ -244,7 +255,7 @@ def render_cmd(
     else:
         source, platform = load_platform(stack, config)
         result = offline_run(source, platform)
-    written = write_render(result, out_dir)
+    written = writing_to(out_dir, lambda: write_render(result, out_dir))
     out.print(
         f"rendered {len(result.resources)} resources and {len(written)} Kubernetes objects to {out_dir} "
         "(generated secrets are stand-ins; the manifests still contain them: do not publish)",
@@ -326,7 +337,7 @@ def plan_cmd(
     from . import plan as plan_mod
 
     result = plan_mod.build(stack, config)
-    text = plan_mod.write(result, out_file, as_json)
+    text = writing_to(out_file, lambda: plan_mod.write(result, out_file, as_json))
     if out_file is None:
         sys.stdout.write(text)
     else:

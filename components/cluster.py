@@ -18,8 +18,8 @@ import pulumi
 import yaml
 from pulumi_command import local
 
-from . import versions
-from .config import ClusterConfig, KindClusterConfig, RegistryConfig
+from . import render, versions
+from .config import ClusterConfig, ExistingClusterConfig, KindClusterConfig, RegistryConfig
 from .routing import HTTP_NODE_PORT
 
 TYPE = "mlplane:cluster:Cluster"
@@ -198,7 +198,7 @@ class Cluster(pulumi.ComponentResource):
             assert existing is not None  # guaranteed by ClusterConfig validation
             self.name = existing.context
             self.context = existing.context
-            self.kubeconfig = pulumi.Output.secret(read_kubeconfig(existing.kubeconfig, existing.context))
+            self.kubeconfig = pulumi.Output.secret(self._existing_kubeconfig(existing))
         else:
             render = cfg.render
             assert render is not None  # guaranteed by ClusterConfig validation
@@ -209,6 +209,17 @@ class Cluster(pulumi.ComponentResource):
         self.register_outputs(
             {"name": self.name, "context": self.context, "kubeconfig": self.kubeconfig}
         )
+
+    @staticmethod
+    def _existing_kubeconfig(existing: ExistingClusterConfig) -> str:
+        if render.offline():
+            # An offline render (render, plan, footprint in CI) reads no local files.
+            return f"kubeconfig of context {existing.context} (not read in an offline render)"
+        try:
+            return read_kubeconfig(existing.kubeconfig, existing.context)
+        except ValueError as error:
+            # Reported by the engine without a traceback.
+            raise pulumi.RunError(str(error)) from None
 
     def _kind(self, name: str, args: ClusterArgs) -> None:
         kind = args.config.kind

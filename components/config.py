@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -114,6 +115,31 @@ def _memory(value: str) -> str:
     return value
 
 
+def _storage(value: str) -> str:
+    if memory_bytes(value) <= 0:
+        raise ValueError("must be a storage size above zero, such as '1Gi'")
+    return value
+
+
+_REGISTRY_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+
+
+def _registry_host(value: str) -> str:
+    if not _REGISTRY_HOST.match(value):
+        raise ValueError(
+            "must be a registry host with an optional port and path, without a scheme, such as "
+            "'mirror.corp.example/upstream' or 'localhost:5001'"
+        )
+    return value
+
+
+def _number_as_text(value: Any) -> Any:
+    """Accept 2 or 0.5 for a quantity, as `pulumi config set --path` stores numbers."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, "g")
+    return value
+
+
 def _duration(value: str) -> str:
     if not _DURATION.match(value):
         raise ValueError("must be a duration such as '30s', '5m', '7d'")
@@ -124,11 +150,12 @@ DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 DnsName = Annotated[str, AfterValidator(_dns_name)]
 ConfigKey = Annotated[str, AfterValidator(_config_key)]
 BucketName = Annotated[str, AfterValidator(_bucket)]
-Cpu = Annotated[str, AfterValidator(_cpu)]
-Memory = Annotated[str, AfterValidator(_memory)]
-Storage = Annotated[str, AfterValidator(_memory)]
+Cpu = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_cpu)]
+Memory = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_memory)]
+Storage = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_storage)]
 Duration = Annotated[str, AfterValidator(_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+RegistryHost = Annotated[str, AfterValidator(_registry_host)]
 
 
 class _Model(BaseModel):
@@ -179,7 +206,7 @@ def resources(req_cpu: str, req_mem: str, lim_cpu: str, lim_mem: str) -> Any:
 class ImagesConfig(_Model):
     """Where container images come from."""
 
-    registry_mirror: str | None = Field(
+    registry_mirror: RegistryHost | None = Field(
         default=None,
         description=(
             "Pull every platform image through this registry host (and optional path) instead "
@@ -641,6 +668,10 @@ def _pinned_image(value: str) -> str:
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
 
 
+#: Host name prefixes the platform's own UIs use on the Gateway (<prefix>.<domain>).
+RESERVED_HOST_PREFIXES = ("mlflow", "grafana", "prometheus", "s3")
+
+
 class ModelRef(_Model):
     """One model version in the MLflow registry: a version number or an alias."""
 
@@ -736,6 +767,11 @@ class ModelConfig(ModelRef):
             self.alias,
         ):
             raise ValueError("canary must name a different version or alias than the model itself")
+        if self.name in RESERVED_HOST_PREFIXES:
+            raise ValueError(
+                f"name '{self.name}' is the host name of a platform UI ({self.name}.<domain>); "
+                f"choose another (reserved: {', '.join(RESERVED_HOST_PREFIXES)})"
+            )
         return self
 
 
@@ -932,7 +968,9 @@ def format_errors(error: ValidationError, root: str, model: type[BaseModel]) -> 
         if item["type"] == "extra_forbidden":
             parent = item["loc"][:-1]
             found = _model_at(parent, model)
-            allowed = ", ".join(sorted(found.model_fields)) if found else "see `mlplane schema`"
+            allowed = (
+                ", ".join(sorted(f.alias or n for n, f in found.model_fields.items())) if found else "see `mlplane schema`"
+            )
             lines.append(f"{path}: unknown key; allowed keys here: {allowed}")
             continue
         if item["type"] == "missing":

@@ -25,6 +25,14 @@ from pulumi.runtime import rpc
 
 SECRET_MASK = "[secret]"
 
+#: True while a program runs under :func:`capture` (an offline render, not the engine).
+_offline = False
+
+
+def offline() -> bool:
+    """Whether the running program is an offline render: no cluster, files or credentials."""
+    return _offline
+
 #: Kubernetes resource types that are not objects in the cluster.
 _NOT_OBJECTS = ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize", "pulumi:providers:")
 
@@ -248,12 +256,16 @@ def capture(
         {k if ":" in k else f"{project}:{k}": v for k, v in (config or {}).items()},
         [k if ":" in k else f"{project}:{k}" for k in (secret_keys or [])],
     )
+    global _offline
+    _offline = True
     try:
         _mocks._sync_await(_mocks.run_pulumi_func(program))
     except Exception as error:
         # Keep what was registered before the failure, for tests that prove it is nothing.
         error.recorded = list(monitor.recorded)  # type: ignore[attr-defined]
         raise
+    finally:
+        _offline = False
     outputs = _resolve_exports()
     # Registration order depends on when outputs resolve; sort for reproducible renders.
     return Capture(resources=sorted(monitor.recorded, key=lambda r: r.urn), outputs=outputs)

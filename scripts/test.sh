@@ -52,6 +52,9 @@ if [[ $# -eq 0 && "${MLPLANE_SKIP_E2E:-0}" != 1 ]]; then
     export MLPLANE_ENGINE_PROVIDERS="${MLPLANE_ENGINE_PROVIDERS:-kubernetes}"
   fi
   bash "$ROOT/scripts/bootstrap-engine.sh"
+  # A real kube-apiserver + etcd (cold ~9 min, cached by version) for server-side dry runs.
+  bash "$ROOT/scripts/bootstrap-apiserver.sh"
+  export MLPLANE_APISERVER=1
   export PATH="$(bash "$ROOT/scripts/bootstrap-engine.sh" --print-bin-dir):$PATH"
   say "end-to-end tests with the real Pulumi engine"
   "$VENV/bin/python" -m pytest -m e2e

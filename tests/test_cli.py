@@ -147,3 +147,26 @@ def test_stack_config_written_as_a_json_string_is_accepted(tmp_path):
     result = mlplane("validate", "--stack", "dev", cwd=tmp_path)
     assert result.returncode == 2
     assert "mlplane:platform: " in result.stderr and "not a JSON object" in result.stderr
+
+
+def test_offline_commands_read_no_kubeconfig_for_an_existing_cluster(tmp_path):
+    config = write(
+        tmp_path,
+        "cluster: {mode: existing, existing: {kubeconfig: /nonexistent/kubeconfig, context: prod}}\n"
+        "registry: {mode: external, external: {url: ghcr.io/acme}}\n",
+    )
+    result = mlplane("render", "--config", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "resources.json").exists()
+
+
+def test_unwritable_output_and_binary_input_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = mlplane("render", "--config", str(write(tmp_path, "{}")), "--out", str(blocker))
+    assert result.returncode == 2 and "--out: cannot write" in result.stderr
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(bytes(range(256)))
+    result = mlplane("validate", "--config", str(binary))
+    assert result.returncode == 2 and "is not UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr

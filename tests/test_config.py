@@ -103,3 +103,21 @@ def test_cpu_quantities(text, millicores):
 @pytest.mark.parametrize(("text", "size"), [("1Gi", 2**30), ("512Mi", 512 * 2**20), ("1G", 10**9), ("100", 100)])
 def test_memory_quantities(text, size):
     assert memory_bytes(text) == size
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"serving": {"models": [{"name": "grafana", "registered_model": "x", "version": 1}]}}, "is the host name of a platform UI"),
+        ({"images": {"registry_mirror": "http://bad mirror/"}}, "images.registry_mirror: must be a registry host"),
+        ({"database": {"bundled": {"storage_size": "0"}}}, "storage_size: must be a storage size above zero"),
+        ({"monitoring": {"alerts": {"fr": 1}}}, "allowed keys here: for, model_error_rate"),
+    ],
+)
+def test_values_that_would_fail_at_apply_time_are_rejected(raw, expected):
+    assert any(expected in line for line in problems(raw)), problems(raw)
+
+
+def test_quantities_may_be_plain_numbers():
+    config = parse_platform({"tracking": {"resources": {"requests": {"cpu": 0.5, "memory": "1Gi"}, "limits": {"cpu": 2, "memory": "2Gi"}}}})
+    assert (config.tracking.resources.requests.cpu, config.tracking.resources.limits.cpu) == ("0.5", "2")

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# bootstrap-apiserver.sh - provide a real Kubernetes API server for the e2e test
+# tests/test_e2e_apiserver.py: `kube-apiserver` and `etcd`, built from their Go modules through the
+# Go module proxy (no prebuilt binary can be downloaded here), cached per version under
+# $MLPLANE_ENGINE_CACHE/kube-apiserver-<version>/ and etcd-<version>/ and linked into the same bin
+# dir as scripts/bootstrap-engine.sh (a warm run takes well under a second).
+#
+# kube-apiserver: k8s.io/kubernetes is not meant to be used as a module: its go.mod requires every
+# staging module (k8s.io/api, k8s.io/apiserver, ...) at v0.0.0 and replaces it by ./staging/src/...
+# Replaces of a dependency are ignored, so the wrapper module below replaces each `k8s.io/X v0.0.0`
+# by the published `k8s.io/X v0.<minor>.<patch>` (the list is generated from kubernetes' go.mod).
+#
+# Usage: scripts/bootstrap-apiserver.sh [--check | --print-bin-dir | --help]
+#   --check          exit 0 iff both binaries are already present (builds nothing)
+#   --print-bin-dir  print the directory to put on PATH, nothing else
+#
+# Environment:
+#   MLPLANE_ENGINE_CACHE       built binaries      (default: ~/.cache/mlplane/engine)
+#   MLPLANE_ENGINE_BIN         bin dir (honoured through scripts/bootstrap-engine.sh --print-bin-dir)
+#   GOMODCACHE, GOCACHE, GOPROXY, GOTOOLCHAIN are honoured (GOTOOLCHAIN defaults to "local").
+set -euo pipefail
+
+KUBERNETES_VERSION=1.35.0 # k8s.io/kubernetes v1.35.0; staging modules k8s.io/X v0.35.0
+ETCD_VERSION=3.6.16       # go.etcd.io/etcd/server/v3 (its module root is the etcd main package)
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE_DIR=${MLPLANE_ENGINE_CACHE:-$HOME/.cache/mlplane/engine}
+BIN_DIR=$("$SCRIPT_DIR/bootstrap-engine.sh" --print-bin-dir)
+APISERVER_DIR="$CACHE_DIR/kube-apiserver-$KUBERNETES_VERSION"
+ETCD_DIR="$CACHE_DIR/etcd-$ETCD_VERSION"
+
+log() { printf '[bootstrap-apiserver] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+everything_present() {
+  [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]] || return 1
+  [[ "$BIN_DIR/kube-apiserver" -ef "$APISERVER_DIR/kube-apiserver" ]] || return 1
+  [[ "$BIN_DIR/etcd" -ef "$ETCD_DIR/etcd" ]]
+}
+
+case "${1:-}" in
+  "") ;;
+  --check) everything_present; exit $? ;;
+  --print-bin-dir) echo "$BIN_DIR"; exit 0 ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) die "unknown argument '$1' (try --help)" ;;
+esac
+
+WORK_DIR="$CACHE_DIR/.work"
+LOG_DIR="$CACHE_DIR/logs"
+mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
+FAILED=()
+GO_VERSION=""
+
+go_setup() {
+  [[ -z "$GO_VERSION" ]] || return 0
+  command -v go >/dev/null || die "go is needed to build kube-apiserver and etcd (https://go.dev/dl/)"
+  export GOFLAGS="-mod=mod -buildvcs=false"
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+  export CGO_ENABLED=0
+  GO_VERSION=$(go env GOVERSION)
+  GO_VERSION=${GO_VERSION#go}
+}
+
+# new_wrapper DIR: an empty module whose remaining go.mod lines come on stdin.
+new_wrapper() {
+  rm -rf "$1" && mkdir -p "$1"
+  { printf 'module mlplane.local/apiserver-build\n\ngo %s\n\n' "$GO_VERSION"; cat; } >"$1/go.mod"
+}
+
+# run_step NAME FUNC: runs FUNC with its output in $LOG_DIR/NAME.log and reports its wall time.
+run_step() {
+  local name=$1 fn=$2 start=$SECONDS rc
+  go_setup
+  log "$name: building (log: $LOG_DIR/$name.log)"
+  set +e
+  (set -e; "$fn") >"$LOG_DIR/$name.log" 2>&1
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    log "$name: done ($((SECONDS - start))s wall)"
+  else
+    tail -n 20 "$LOG_DIR/$name.log" | sed 's/^/    /' >&2
+    log "$name: FAILED after $((SECONDS - start))s (full log: $LOG_DIR/$name.log)"
+    FAILED+=("$name")
+  fi
+}
+
+# --- kube-apiserver ----------------------------------------------------------------------------
+build_apiserver() {
+  local w="$WORK_DIR/kube-apiserver-$KUBERNETES_VERSION" staging_version mod_file minor
+  minor=${KUBERNETES_VERSION#*.}
+  staging_version="v0.$minor"
+  new_wrapper "$w" <<EOF
+godebug default=go1.25
+
+require k8s.io/kubernetes v$KUBERNETES_VERSION
+EOF
+  mod_file=$(cd "$w" && go mod download -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -f "$mod_file" ]] || { echo "cannot download k8s.io/kubernetes@v$KUBERNETES_VERSION"; return 1; }
+  # Every `k8s.io/X => ./staging/src/k8s.io/X` of kubernetes' go.mod becomes a module replace.
+  local replaces=()
+  while read -r m; do replaces+=(-replace "$m@v0.0.0=$m@$staging_version"); done < <(
+    sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/src/.*#\1#p' "$mod_file")
+  ((${#replaces[@]} > 20)) || { echo "unexpected: only ${#replaces[@]} staging replaces in $mod_file"; return 1; }
+  echo "staging replaces: $((${#replaces[@]} / 2)) modules -> $staging_version"
+  (cd "$w" && go mod edit "${replaces[@]}")
+  rm -rf "$APISERVER_DIR.tmp" && mkdir -p "$APISERVER_DIR.tmp"
+  local v=k8s.io/component-base/version
+  (cd "$w" && go build -trimpath -ldflags "-s -w -X $v.gitVersion=v$KUBERNETES_VERSION \
+      -X $v.gitMajor=${KUBERNETES_VERSION%%.*} -X $v.gitMinor=${minor%%.*} -X $v.gitTreeState=clean" \
+    -o "$APISERVER_DIR.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  rm -rf "$APISERVER_DIR" && mv "$APISERVER_DIR.tmp" "$APISERVER_DIR"
+}
+
+# --- etcd --------------------------------------------------------------------------------------
+build_etcd() {
+  local w="$WORK_DIR/etcd-$ETCD_VERSION"
+  new_wrapper "$w" <<EOF
+require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
+EOF
+  rm -rf "$ETCD_DIR.tmp" && mkdir -p "$ETCD_DIR.tmp"
+  (cd "$w" && go build -trimpath -ldflags "-s -w" -o "$ETCD_DIR.tmp/etcd" go.etcd.io/etcd/server/v3)
+  rm -rf "$ETCD_DIR" && mv "$ETCD_DIR.tmp" "$ETCD_DIR"
+}
+
+TOTAL_START=$SECONDS
+if [[ -x "$ETCD_DIR/etcd" ]]; then log "etcd $ETCD_VERSION: cached"; else run_step etcd build_etcd; fi
+if [[ -x "$APISERVER_DIR/kube-apiserver" ]]; then
+  log "kube-apiserver $KUBERNETES_VERSION: cached"
+else
+  run_step kube-apiserver build_apiserver
+fi
+
+# Hard links (copies if linking fails) so that the bin dir works on its own.
+link() { # SRC NAME
+  [[ -x "$1" ]] || return 0
+  ln -f "$1" "$BIN_DIR/$2" 2>/dev/null || install -m 0755 "$1" "$BIN_DIR/$2"
+}
+link "$ETCD_DIR/etcd" etcd
+link "$APISERVER_DIR/kube-apiserver" kube-apiserver
+
+((${#FAILED[@]} == 0)) || die "failed: ${FAILED[*]} (logs in $LOG_DIR)"
+log "ready in $((SECONDS - TOTAL_START))s: $BIN_DIR/{kube-apiserver,etcd}"
+echo "export PATH=$BIN_DIR:\$PATH"
