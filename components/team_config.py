@@ -388,7 +388,28 @@ class TeamConfig(_Model):
                         f"quota.{where}.limits_{kind} ({getattr(quota, 'limits_' + kind)}): "
                         "no container that large could ever start"
                     )
+        self._models_fit()
         return self
+
+    def _models_fit(self) -> None:
+        """Each served model fits the LimitRange, and its smallest scale fits the serving quota."""
+        most, quota = self.limit_range.max, self.quota.serving
+        for index, model in enumerate(self.serving.models):
+            where = f"serving.models[{index}]"
+            limits, requests = model.resources.limits, model.resources.requests
+            if cpu_millicores(limits.cpu) > cpu_millicores(most.cpu) or memory_bytes(limits.memory) > memory_bytes(most.memory):
+                raise ValueError(
+                    f"{where}.resources.limits ({limits.cpu} CPU, {limits.memory}) exceed limit_range.max "
+                    f"({most.cpu} CPU, {most.memory}): its pods would be rejected"
+                )
+            pods = model.min_replicas + (1 if model.canary else 0)
+            needed_cpu, needed_memory = pods * cpu_millicores(requests.cpu), pods * memory_bytes(requests.memory)
+            if needed_cpu > cpu_millicores(quota.requests_cpu) or needed_memory > memory_bytes(quota.requests_memory) or pods > quota.pods:
+                raise ValueError(
+                    f"{where}: {pods} pods at its minimum scale request {needed_cpu}m CPU and "
+                    f"{needed_memory // 2**20}Mi, above quota.serving (requests_cpu {quota.requests_cpu}, "
+                    f"requests_memory {quota.requests_memory}, pods {quota.pods}): raise the quota or lower min_replicas"
+                )
 
     # Derived names: one place, so the component, the CLI and the collision checks agree.
 

@@ -135,3 +135,17 @@ def test_collisions_with_other_teams_are_named():
         f"{ROOT}.object_storage.bucket: bucket 'team-fraud' belongs to team 'risk' (stack 'team-risk')",
     ]
     assert check_collisions(ours, {"team-fraud": ours}) == []
+
+
+def test_models_that_could_never_schedule_are_rejected():
+    from mlplane.config import ConfigError
+    from mlplane.team_config import parse_team
+
+    base = {"name": "big", "platform_stack": "local"}
+    too_large = {"name": "m", "registered_model": "m", "version": 1,
+                 "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "6", "memory": "1Gi"}}}
+    with pytest.raises(ConfigError, match=r"serving.models\[0\].resources.limits .* exceed limit_range.max"):
+        parse_team({**base, "serving": {"models": [too_large]}})
+    too_many = {"name": "m", "registered_model": "m", "version": 1, "min_replicas": 30, "max_replicas": 40}
+    with pytest.raises(ConfigError, match=r"serving.models\[0\]: 30 pods at its minimum scale .* above quota.serving"):
+        parse_team({**base, "serving": {"models": [too_many]}})
