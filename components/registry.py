@@ -41,10 +41,19 @@ class RegistryArgs:
 
 
 def hosting_document(host: str, cluster_host: str) -> str:
-    """The ``localRegistryHosting.v1`` value of the KEP-1755 ConfigMap."""
+    """The ``localRegistryHosting.v1`` value of the KEP-1755 ConfigMap.
+
+    KEP-1755 (kubernetes/enhancements ``keps/sig-cluster-lifecycle/generic/
+    1755-communicating-a-local-registry``): ``host`` is where tools outside the cluster push;
+    ``hostFromContainerRuntime`` is the name image fields use, as the nodes' container runtime
+    sees it; ``hostFromClusterNetwork`` is where tools in pods push. Pods pull by ``host``
+    (``localhost:<port>``), the one name containerd's ``hosts.toml`` maps to the plain-HTTP
+    container (kind's ``kind-with-registry.sh`` writes only ``host`` and ``help``); the container
+    name is reachable from pods but containerd has no ``hosts.toml`` for it and would try HTTPS.
+    """
     return (
         f'host: "{host}"\n'
-        f'hostFromContainerRuntime: "{cluster_host}"\n'
+        f'hostFromContainerRuntime: "{host}"\n'
         f'hostFromClusterNetwork: "{cluster_host}"\n'
         f'help: "{HOSTING_HELP}"\n'
     )

@@ -118,12 +118,26 @@ def test_hosting_configmap_follows_kep_1755(run_component):
     hosting = yaml.safe_load(manifest["data"]["localRegistryHosting.v1"])
     assert hosting == {
         "host": "localhost:5050",
-        "hostFromContainerRuntime": "mlplane-registry:5000",
+        "hostFromContainerRuntime": "localhost:5050",
         "hostFromClusterNetwork": "mlplane-registry:5000",
         "help": "https://kind.sigs.k8s.io/docs/user/local-registry/",
     }
     for minor in ("1.34", "1.37"):
         kubernetes_validate.validate(manifest, minor, strict=True)
+
+
+def test_hosting_configmap_names_for_image_fields_what_containerd_maps(run_component):
+    """Image names built from hostFromContainerRuntime must be pullable: containerd on the nodes
+    has a hosts.toml (plain HTTP) only for the pull prefix, not for the container's own name."""
+    raw = {"cluster": {"kind": {"name": "lab"}}, "registry": {"bundled": {"host_port": 5050}}}
+    result, out = run_component(build, raw)
+    hosting = yaml.safe_load(result.named("mlplane-registry-hosting").manifest()["data"]["localRegistryHosting.v1"])
+    script = result.named("mlplane-cluster-kind").inputs["create"]
+    assert hosting["hostFromContainerRuntime"] == out["pull_prefix"]
+    assert f"/etc/containerd/certs.d/{hosting['hostFromContainerRuntime']}" in script
+    assert f"/etc/containerd/certs.d/{hosting['hostFromClusterNetwork']}" not in script
+    # Pods push to the container's name on the kind network (KEP-1755: hostFromClusterNetwork).
+    assert hosting["hostFromClusterNetwork"] == out["cluster_push_url"] == "lab-registry:5000"
 
 
 def test_nodes_send_the_push_address_to_this_container(run_component):
