@@ -13,10 +13,18 @@ from typing import Annotated, Any, Callable, NoReturn, Optional, TypeVar
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
 
+from . import interrupts, progress
 from . import render as render_mod
-from .config import ConfigError, PlatformConfig, memory_bytes, parse_platform
+from .config import (
+    NAMESPACE,
+    NO_PLATFORM_HOW,
+    ConfigError,
+    PlatformConfig,
+    memory_bytes,
+    parse_platform,
+    unknown_stack_keys,
+)
 
 app = typer.Typer(
     name="mlplane",
@@ -27,6 +35,17 @@ app = typer.Typer(
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _global_options(
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress lines on stderr (they are shown only on a terminal anyway)."),
+    ] = False,
+) -> None:
+    """A complete MLOps platform from one typed config."""
+    progress.set_quiet(quiet)
 
 T = TypeVar("T")
 EXIT_INVALID = 2
@@ -60,13 +79,25 @@ def fail(problems: list[str], code: int = EXIT_INVALID) -> NoReturn:
 # --------------------------------------------------------------------------------------------
 
 
-def project_dir(start: Path | None = None) -> Path:
-    """The directory holding Pulumi.yaml, searched from the working directory upwards."""
+def project_dir(start: Path | None = None, flag: str | None = None) -> Path:
+    """The directory holding Pulumi.yaml, searched from the working directory upwards.
+
+    ``flag`` is the option that needs a project (``--stack``): its commands also take ``--config``.
+    Without it the message names no flag, as the command takes none.
+    """
     here = (start or Path.cwd()).resolve()
     for candidate in [here, *here.parents]:
         if (candidate / "Pulumi.yaml").is_file():
             return candidate
-    raise InputError(f"--stack: no Pulumi.yaml found in {here} or above; run inside an mlplane project or use --config")
+    if flag is not None:
+        raise InputError(
+            f"{flag}: no Pulumi.yaml found in {here} or above; run inside an mlplane project, "
+            "or give the platform config as a file with --config FILE"
+        )
+    raise InputError(
+        f"no Pulumi.yaml found in {here} or above: run this command inside an mlplane project "
+        "(the directory holding Pulumi.yaml, or one below it)"
+    )
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -98,7 +129,7 @@ class Source:
 
 
 def stack_file(stack: str, base: Path | None = None) -> Path:
-    directory = project_dir(base) / "stacks"
+    directory = project_dir(base, "--stack") / "stacks"
     return directory / f"Pulumi.{stack}.yaml"
 
 
@@ -129,13 +160,55 @@ def load_source(stack: str | None, config: Path | None) -> Source:
         raise InputError("give exactly one of --stack NAME or --config FILE")
     if config is not None:
         raw = _read_yaml(config, "--config")
-        if raw is not None and not isinstance(raw, dict):
+        if raw is None:
+            raise InputError(
+                f"--config: {config} is empty: write `{{}}` in it to ask for every default "
+                "(every key: docs/config-reference.md)"
+            )
+        if not isinstance(raw, dict):
             raise InputError(f"--config: {config} must hold a mapping of platform settings (given: {type(raw).__name__})")
-        return Source(raw or {}, "platform", "render", None, {})
+        return Source(raw, "platform", "render", None, {})
     assert stack is not None
     values = read_stack_config(stack)
-    secure = frozenset(k.split(":", 1)[-1] for k, v in values.items() if isinstance(v, dict) and "secure" in v)
-    return Source(values.get(PLATFORM_KEY), PLATFORM_KEY, stack, secure, values)
+    return Source(values.get(PLATFORM_KEY), PLATFORM_KEY, stack, secure_keys(values), values)
+
+
+def secure_keys(values: dict[str, Any]) -> frozenset[str]:
+    """Keys of the ``mlplane`` namespace the stack holds encrypted (``secure:``), without the namespace."""
+    return frozenset(
+        key.split(":", 1)[1]
+        for key, value in values.items()
+        if key.startswith(f"{NAMESPACE}:") and isinstance(value, dict) and "secure" in value
+    )
+
+
+def secret_problems(named: list[tuple[str, str]], values: dict[str, Any], stack: str) -> list[str]:
+    """One line per secret config key a ``*_key`` field names (``(field path, key)``) that the
+    stack does not hold encrypted: not set at all, or set in plain text."""
+    held = secure_keys(values)
+    problems = []
+    for path, key in named:
+        if key in held:
+            continue
+        command = f"`pulumi config set --secret {NAMESPACE}:{key} <value> --stack {stack}`"
+        if f"{NAMESPACE}:{key}" in values:
+            problems.append(
+                f"{path}: secret config key '{NAMESPACE}:{key}' is set in plain text in "
+                f"stacks/Pulumi.{stack}.yaml, not as a secret: set it encrypted with {command} "
+                "(it replaces the plain value; rotate the value if the file was ever committed)"
+            )
+        else:
+            problems.append(f"{path}: secret config key '{NAMESPACE}:{key}' is not set; run {command}")
+    return problems
+
+
+def plain_credentials(stack: str, values: dict[str, Any]) -> list[str]:
+    """Config keys of any namespace (``aws:secretKey``...) that look secret but are stored in plain
+    text: the policy `mlplane plan` enforces (no-plain-secret-config), reused as is."""
+    from . import policies
+
+    view = policies.Stack(name=stack, config_secure=policies.config_secure_keys(values))
+    return [f"{problem.message}: {problem.fix}" for problem in policies.check_plain_secret_config([], view)]
 
 
 def load_platform(stack: str | None, config: Path | None) -> tuple[Source, PlatformConfig]:
@@ -145,19 +218,28 @@ def load_platform(stack: str | None, config: Path | None) -> tuple[Source, Platf
             f"--stack: '{source.stack}' is a team stack ({TEAM_KEY}); `mlplane validate`, `mlplane render` "
             "and `mlplane team ...` take team stacks, this command takes platform stacks"
         )
+    values = source.stack_config
+    if source.secure_keys is not None and source.raw is None:
+        # No platform object: a misspelled key is the likely cause, so it is named first.
+        problems = unknown_stack_keys(values, {PLATFORM_KEY}, PLATFORM_KEY, OBJECT_KEYS, source.stack)
+        empty = PLATFORM_KEY in values
+        raise InputError(
+            *problems,
+            f"{PLATFORM_KEY}: stacks/Pulumi.{source.stack}.yaml "
+            + ("holds an empty platform object (null); " if empty else "has no platform object; ")
+            + NO_PLATFORM_HOW,
+        )
     try:
         platform = parse_platform(source.raw, root=source.root)
     except ConfigError as error:
         raise InputError(*error.problems) from None
     if source.secure_keys is not None:
-        missing = [
-            f"{source.root}.{path}: secret config key '{key}' is not set; run "
-            f"`pulumi config set --secret mlplane:{key} <value> --stack {source.stack}`"
-            for path, key in platform.secret_keys()
-            if key not in source.secure_keys
-        ]
-        if missing:
-            raise InputError(*missing)
+        named = platform.secret_keys()
+        known = {PLATFORM_KEY, *(f"{NAMESPACE}:{key}" for _, key in named)}
+        problems = unknown_stack_keys(values, known, PLATFORM_KEY, OBJECT_KEYS, source.stack)
+        problems += secret_problems([(f"{source.root}.{path}", key) for path, key in named], values, source.stack)
+        if problems:
+            raise InputError(*problems)
     return source, platform
 
 
@@ -215,7 +297,14 @@ def validate(stack: StackOpt = None, config: ConfigOpt = None) -> None:
         for line in teams.validate_stack(stack):
             out.print(line, markup=False)
         return
-    _, platform = load_platform(stack, config)
+    # Plain-text credentials of any namespace are reported with the config's own problems.
+    plain = plain_credentials(stack, read_stack_config(stack)) if stack is not None else []
+    try:
+        _, platform = load_platform(stack, config)
+    except InputError as error:
+        raise InputError(*error.problems, *plain) from None
+    if plain:
+        raise InputError(*plain)
     out.print("valid: mlplane platform config", markup=False)
     for note in notes(platform):
         out.print(f"note: {note}", markup=False)
@@ -286,6 +375,8 @@ def footprint(
     elif output == "markdown":
         sys.stdout.write(fp.markdown(per, f"stack {stack}" if stack else str(config)) + "\n")
     else:
+        from rich.table import Table
+
         table = Table(title="mlplane footprint (requests / limits; HPAs at their minimum)")
         for column in ("component", "CPU req", "CPU lim", "mem req", "mem lim", "storage", "workloads"):
             table.add_column(column, overflow="fold")
@@ -423,13 +514,22 @@ from . import teams  # noqa: E402  (the `team` sub-app; teams imports this modul
 
 app.add_typer(teams.team_app, name="team")
 
+from .policypack_cli import policy_pack_app  # noqa: E402
+
+app.add_typer(policy_pack_app, name="policy-pack")
+
 
 def main() -> None:
-    """Console entry point: input errors exit 2 with one line per problem, without a traceback."""
+    """Console entry point: input errors exit 2 with one line per problem, without a traceback;
+    Ctrl-C prints one line and exits 130 (components/interrupts.py)."""
+    interrupts.install()
     try:
         app()
     except InputError as error:
         fail(error.problems)
+    except KeyboardInterrupt:
+        interrupts.report()
+        raise SystemExit(interrupts.EXIT_INTERRUPTED) from None
 
 
 if __name__ == "__main__":

@@ -122,16 +122,18 @@ def test_pull_request_workflow_previews_each_affected_stack_and_plans_without_se
     assert plan["permissions"] == {"contents": "read"}
     assert "secrets." not in json.dumps(plan)
     assert plan["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.changes.outputs.stacks) }}"
-    assert step(plan, "plan")["run"] == PLAN_COMMAND
+    assert step(plan, "plan")["run"].splitlines()[-1] == PLAN_COMMAND
     assert any(s.get("uses", "").startswith("actions/upload-artifact@") for s in steps(plan))
 
     preview = jobs["preview"]
     assert "github.event.pull_request.head.repo.full_name == github.repository" in preview["if"]
+    assert preview["needs"] == ["changes", "plan"]
+    assert preview["environment"] == "preview-${{ matrix.stack }}"  # reviewers approve running PR code with keys
     assert preview["permissions"] == {"contents": "read", "pull-requests": "write"}
     assert "matrix.stack" in preview["concurrency"]["group"]
     command = step(preview, "preview")["run"]
     assert "pulumi preview --stack \"$STACK\" --diff" in command
-    assert "--policy-pack components/policypack" in command
+    assert '--policy-pack "$(mlplane policy-pack path)"' in command
     comment = next(s for s in steps(preview) if s.get("uses", "").startswith("actions/github-script@"))
     assert "updateComment" in comment["with"]["script"] and "createComment" in comment["with"]["script"]
     assert "<!-- pulumi-preview:${stack} -->" in comment["with"]["script"]
@@ -161,7 +163,7 @@ def test_merges_to_main_deploy_one_stack_at_a_time_platforms_before_teams():
         assert job["concurrency"] == {"group": "mlplane-stack-${{ matrix.stack }}", "cancel-in-progress": False}
         assert job["environment"] == "${{ matrix.stack }}"
     commands = "\n".join(s.get("run", "") for s in steps(up))
-    assert "pulumi up --stack \"$STACK\" --yes" in commands and "--policy-pack components/policypack" in commands
+    assert "pulumi up --stack \"$STACK\" --yes" in commands and '--policy-pack "$(mlplane policy-pack path)"' in commands
 
 
 def test_deploy_splits_affected_stacks_into_platforms_and_teams(repo, tmp_path):
@@ -233,10 +235,10 @@ def repo(tmp_path):
     """A git repository with two stacks; returns (path, commit) after the first commit."""
     path = tmp_path / "repo"
     (path / "stacks").mkdir(parents=True)
-    (path / "components").mkdir()
     for stack in ("dev", "prod", "team-a"):
         (path / "stacks" / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
-    (path / "components" / "x.py").write_text("x = 1\n")
+    (path / "__main__.py").write_text("x = 1\n")
+    (path / "requirements.txt").write_text("mlplane\n")
     (path / "README.md").write_text("hi\n")
     git(path, "init", "-q")
     git(path, "add", ".")
@@ -258,7 +260,8 @@ def change(path: Path, edit: str) -> str:
 AFFECTED_CASES = [
     ("stacks/Pulumi.dev.yaml", ["dev", "team-a"]),  # team stacks read their platform's stack file
     ("stacks/Pulumi.team-a.yaml", ["team-a"]),
-    ("components/x.py", ["dev", "prod", "team-a"]),
+    ("__main__.py", ["dev", "prod", "team-a"]),
+    ("requirements.txt", ["dev", "prod", "team-a"]),  # a new mlplane release changes every stack
     ("README.md", []),
     ("delete-prod", ["team-a"]),  # its teams' plans now fail, which the reviewer must see
 ]
@@ -324,8 +327,9 @@ def test_gitlab_plan_job_needs_no_secrets_and_runs_the_real_command():
 def test_gitlab_preview_is_for_same_project_merge_requests_with_the_policy_pack():
     job = gitlab()["pulumi-preview"]
     assert "$CI_MERGE_REQUEST_SOURCE_PROJECT_ID == $CI_PROJECT_ID" in job["rules"][0]["if"]
+    assert '$CI_COMMIT_REF_PROTECTED == "true"' in job["rules"][0]["if"]
     script = "\n".join(job["script"])
-    assert "pulumi preview --stack \"$STACK\" --diff" in script and "--policy-pack components/policypack" in script
+    assert "pulumi preview --stack \"$STACK\" --diff" in script and '--policy-pack "$(mlplane policy-pack path)"' in script
     assert "<!-- pulumi-preview:%s -->" in script
 
 
@@ -335,9 +339,9 @@ def test_gitlab_updates_run_one_at_a_time_per_stack_and_drift_is_scheduled():
     assert up["resource_group"] == "pulumi-$STACK"
     assert 'CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH' in up["rules"][0]["if"]
     assert document["pulumi-up"]["extends"] == document["pulumi-up-teams"]["extends"] == ".up"
-    assert "--policy-pack components/policypack" in "\n".join(document["pulumi-up"]["script"])
+    assert '--policy-pack "$(mlplane policy-pack path)"' in document[".pulumi_up"]
     drift = document["pulumi-drift"]
-    assert drift["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
+    assert drift["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule" && $CI_COMMIT_REF_PROTECTED == "true"'}]
     assert "--refresh --expect-no-changes" in "\n".join(drift["script"])
 
 
