@@ -15,6 +15,20 @@ TYPE = "mlplane:database:Database"
 #: arbitrary UIDs (nss_wrapper), and initdb creates PGDATA as that user inside the volume.
 POSTGRES_UID = 10999
 PORT = 5432
+#: The headless Service governing the StatefulSet (its serviceName) and the host clients use.
+SERVICE_NAME = "postgres"
+#: The three probes ask different questions of ``pg_isready`` (exit 0: accepting connections;
+#: 1: rejecting them, e.g. starting up or in crash recovery; 2: no answer; 3: not attempted —
+#: PostgreSQL docs, "pg_isready"). No ``-p``: it uses PGPORT, else 5432, the server's port.
+#: Ready: the mlflow database accepts connections.
+READY_COMMAND = ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "mlflow", "-d", "mlflow"]
+#: Alive: the postmaster answers at all. A server replaying WAL after a crash rejects
+#: connections (exit 1) for as long as recovery takes; that is not a reason to kill it.
+LIVE_COMMAND = ["sh", "-c", "pg_isready -q -h 127.0.0.1; test $? -le 1"]
+#: Startup (first initdb, or crash recovery after a restart) may take this long before liveness
+#: applies: 180 x 10 s = 30 minutes.
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_FAILURES = 180
 
 
 @dataclass(frozen=True)
@@ -97,13 +111,16 @@ class Database(pulumi.ComponentResource):
                 {"name": "PGDATA", "value": f"{data_dir}/18/docker"},
             ],
             ports=[("postgres", PORT)],
-            liveness=kube.exec_probe(["pg_isready", "-U", "mlflow", "-d", "mlflow", "-h", "127.0.0.1"], period=15, failures=6),
-            readiness=kube.exec_probe(["pg_isready", "-U", "mlflow", "-d", "mlflow", "-h", "127.0.0.1"], period=5),
+            liveness=kube.exec_probe(LIVE_COMMAND, period=15, failures=4),
+            readiness=kube.exec_probe(READY_COMMAND, period=5),
             mounts=[
                 {"name": "data", "mountPath": data_dir},
                 {"name": "run", "mountPath": "/var/run/postgresql"},
                 {"name": "tmp", "mountPath": "/tmp"},
             ],
+        )
+        postgres["startupProbe"] = kube.exec_probe(
+            READY_COMMAND, period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURES
         )
         workload = kube.Workload(
             containers=[postgres],
@@ -114,14 +131,16 @@ class Database(pulumi.ComponentResource):
                 {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
             ],
         )
-        svc = kube.service(
+        kube.service(
             f"{name}-service",
-            name="postgres",
+            name=SERVICE_NAME,
             namespace=namespace,
             labels=labels,
             selector=selector,
             ports=[("postgres", PORT, "postgres")],
             parent=self,
+            # Governs the StatefulSet (serviceName); clients resolve it to the pod's IP.
+            headless=True,
         )
         kube.ingress_only_on(
             f"{name}-network-policy",
@@ -142,7 +161,10 @@ class Database(pulumi.ComponentResource):
                 "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
             },
             spec={
-                "serviceName": svc.metadata.name,
+                # The literal name, not svc.metadata.name: serviceName is immutable and must not
+                # depend on the Service, which is replaced when it becomes headless (an unknown
+                # serviceName in a preview would plan a replacement, and lose the volume claim).
+                "serviceName": SERVICE_NAME,
                 "replicas": 1,
                 "selector": {"matchLabels": selector},
                 "template": workload.template(labels),

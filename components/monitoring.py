@@ -50,6 +50,18 @@ HOME_DASHBOARD = "platform-health.json"
 ADMIN_USER = "admin"
 #: Where the Grafana admin Secret is mounted (read through GF_SECURITY_ADMIN_*__FILE).
 ADMIN_SECRET_DIR = "/etc/grafana/secrets"
+#: Grafana's writable paths: the image's own GF_PATHS_* values (grafana/grafana ``Dockerfile``
+#: ENV, the directories it creates and hands to the grafana user), set explicitly so the
+#: emptyDirs below and the paths Grafana writes to cannot drift apart.
+GRAFANA_PATHS = {
+    "GF_PATHS_DATA": "/var/lib/grafana",
+    "GF_PATHS_LOGS": "/var/log/grafana",
+    "GF_PATHS_PLUGINS": "/var/lib/grafana/plugins",
+}
+#: Where the image keeps Grafana itself (GF_PATHS_HOME), including
+#: ``data/plugins-bundled``: from Grafana 13.2 the Prometheus data source plugin lives only
+#: there (grafana/grafana PRs 129166, 129332). Nothing may be mounted at or under it.
+GRAFANA_HOME = "/usr/share/grafana"
 #: Pod template annotation that changes (and so rolls the pod) when the configuration changes.
 CHECKSUM_ANNOTATION = "mlplane.dev/config-checksum"
 _JOB = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -356,6 +368,8 @@ class Monitoring(pulumi.ComponentResource):
             selector=selector,
             ports=[("web", PROMETHEUS_PORT, "web")],
             parent=self,
+            # Governs the StatefulSet (serviceName); clients resolve it to the pod's IP.
+            headless=True,
         )
         kube.ingress_only_on(
             f"{name}-prometheus-network-policy",
@@ -385,7 +399,9 @@ class Monitoring(pulumi.ComponentResource):
                 ),
             },
             spec={
-                "serviceName": svc.metadata.name,
+                # The literal name: serviceName is immutable and must not depend on the Service,
+                # which is replaced when it becomes headless (see kube.service).
+                "serviceName": "prometheus",
                 "replicas": 1,
                 "selector": {"matchLabels": selector},
                 "template": template,
@@ -619,10 +635,16 @@ class Monitoring(pulumi.ComponentResource):
             "GF_ANALYTICS_REPORTING_ENABLED": "false",
             "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
             "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+            # Offline: no plugin is downloaded at start. The bundled plugins (Prometheus among
+            # them) load from GRAFANA_HOME/data/plugins-bundled whatever this says: preinstall
+            # only adds downloads, and its auto-update is what unlinks a bundled plugin on a
+            # read-only root and leaves it unregistered (grafana/grafana issue 132528; settings
+            # in pkg/setting/setting_plugins.go). See docs/components/monitoring.md.
             "GF_PLUGINS_PREINSTALL_DISABLED": "true",
             "GF_NEWS_NEWS_FEED_ENABLED": "false",
             "GF_LOG_MODE": "console",
             "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": f"{DASHBOARD_DIR}/{HOME_DASHBOARD}",
+            **GRAFANA_PATHS,
         }
         container = kube.container(
             "grafana",
@@ -638,9 +660,11 @@ class Monitoring(pulumi.ComponentResource):
             liveness=kube.http_probe("/api/health", "http", period=15, failures=4),
             readiness=kube.http_probe("/api/health", "http", period=5),
             mounts=[
-                {"name": "data", "mountPath": "/var/lib/grafana"},
+                # Writable: the data path (SQLite database; the plugins dir is inside it), logs
+                # and /tmp. Nothing over GRAFANA_HOME, where the bundled plugins are.
+                {"name": "data", "mountPath": GRAFANA_PATHS["GF_PATHS_DATA"]},
+                {"name": "logs", "mountPath": GRAFANA_PATHS["GF_PATHS_LOGS"]},
                 {"name": "tmp", "mountPath": "/tmp"},
-                {"name": "plugins-bundled", "mountPath": "/usr/share/grafana/data/plugins-bundled"},
                 {"name": "datasources", "mountPath": "/etc/grafana/provisioning/datasources", "readOnly": True},
                 {"name": "dashboard-providers", "mountPath": "/etc/grafana/provisioning/dashboards", "readOnly": True},
                 {"name": "dashboards", "mountPath": DASHBOARD_DIR, "readOnly": True},
@@ -656,8 +680,8 @@ class Monitoring(pulumi.ComponentResource):
             fs_group=GRAFANA_UID,
             volumes=[
                 {"name": "data", "emptyDir": {"sizeLimit": "512Mi"}},
+                {"name": "logs", "emptyDir": {"sizeLimit": "16Mi"}},
                 {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                {"name": "plugins-bundled", "emptyDir": {"sizeLimit": "16Mi"}},
                 {
                     "name": "datasources",
                     "configMap": {"name": provisioning_name, "items": [{"key": "datasources.yaml", "path": "mlplane.yaml"}]},

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 
 from . import kube
 from .config import MetricsServerConfig, ModelConfig, ModelRef, ServingConfig
+from .tracking import MLFLOW_TELEMETRY_ENV
 
 TYPE = "mlplane:serving:Serving"
 METRICS_SERVER_TYPE = "mlplane:serving:MetricsServer"
@@ -299,6 +300,7 @@ class ModelServer:
                 {"name": "HOME", "value": "/tmp"},
                 {"name": "TMPDIR", "value": "/tmp"},
                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                *MLFLOW_TELEMETRY_ENV,
                 *(dict(env) for env in self.args.extra_env),
             ],
             ports=[("http", PORT)],

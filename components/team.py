@@ -734,6 +734,7 @@ class Team(pulumi.ComponentResource):
                 kube.secret_env("MLFLOW_ADMIN_USERNAME", secret_name, "admin-username"),
                 kube.secret_env("MLFLOW_ADMIN_PASSWORD", secret_name, "admin-password"),
                 kube.secret_env("TEAM_PASSWORD", secret_name, "team-password"),
+                *tracking.MLFLOW_TELEMETRY_ENV,
             ],
         )
         container["workingDir"] = "/tmp"
@@ -836,6 +837,8 @@ class Team(pulumi.ComponentResource):
             platform=self._team,
             registry_pull_prefix=out.registry_pull_prefix,
             registry_push_url=out.registry_cluster_push_url,
+            # Team runners cannot use 'dind' (team_config), the only mode that reads this.
+            registry_insecure=plat.registry.mode == "bundled",
             tracking_uri=out.tracking_uri,
             tracking_username=cfg.identity,
             tracking_password=self.mlflow_password or pulumi.Output.secret(""),

@@ -23,6 +23,14 @@ from .object_storage import CREDENTIALS_DIGEST, ObjectStorage, content_digest
 TYPE = "mlplane:tracking:TrackingServer"
 #: The MLflow image has no USER (it would run as root): mlplane runs it as this high UID.
 MLFLOW_UID = 10001
+#: Usage telemetry off in every container that runs MLflow's code (server, setup Jobs, serving,
+#: team Jobs). MLflow 3.x reports usage unless ``MLFLOW_DISABLE_TELEMETRY`` is true or
+#: ``DO_NOT_TRACK`` is exactly "true" (mlflow/mlflow ``mlflow/telemetry/utils.py``,
+#: ``is_telemetry_disabled``: ``DO_NOT_TRACK=1`` does not count). See docs/telemetry.md.
+MLFLOW_TELEMETRY_ENV: tuple[dict[str, str], ...] = (
+    {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+    {"name": "DO_NOT_TRACK", "value": "true"},
+)
 PORT = 5000
 #: Port of the metrics sidecar.
 EXPORTER_PORT = 9464
@@ -342,6 +350,7 @@ class TrackingServer(pulumi.ComponentResource):
             kube.secret_env("AWS_ACCESS_KEY_ID", secret_name, "aws-access-key-id"),
             kube.secret_env("AWS_SECRET_ACCESS_KEY", secret_name, "aws-secret-access-key"),
             {"name": "HOME", "value": "/tmp"},
+            *MLFLOW_TELEMETRY_ENV,
         ]
         mounts: list[dict[str, Any]] = [
             {"name": "tmp", "mountPath": "/tmp"},
@@ -391,6 +400,7 @@ class TrackingServer(pulumi.ComponentResource):
             env=[
                 {"name": "METRICS_DIR", "value": METRICS_DIR},
                 {"name": "EXPORTER_PORT", "value": str(EXPORTER_PORT)},
+                *MLFLOW_TELEMETRY_ENV,
             ],
             ports=[("metrics", EXPORTER_PORT)],
             liveness=kube.http_probe("/metrics", "metrics", period=30),
@@ -442,6 +452,7 @@ class TrackingServer(pulumi.ComponentResource):
                 kube.secret_env("READER_USERNAME", reader_secret.metadata.name, "username"),
                 kube.secret_env("READER_PASSWORD", reader_secret.metadata.name, "password"),
                 {"name": "HOME", "value": "/tmp"},
+                *MLFLOW_TELEMETRY_ENV,
             ],
             liveness={},
             readiness={},

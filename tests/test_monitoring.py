@@ -325,7 +325,7 @@ def test_prometheus_pod_meets_the_baseline_and_uses_its_token_for_discovery(defa
     assert spec["automountServiceAccountToken"] is True
     assert spec["securityContext"]["runAsUser"] == 65534
     container = spec["containers"][0]
-    assert container["image"] == "docker.io/prom/prometheus:v3.15.0"
+    assert container["image"] == "docker.io/prom/prometheus:v3.15.1"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "256Mi"}
     assert {p: container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe", "startupProbe")} == {
@@ -383,15 +383,40 @@ def test_grafana_is_locked_down_and_offline(default_run):
     assert env["GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES"] == "false"
     assert env["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
     assert env["GF_SERVER_ROOT_URL"] == "http://grafana.mlplane.localhost:8080"
-    assert container["image"] == "docker.io/grafana/grafana:13.2.3"
+    assert container["image"] == "docker.io/grafana/grafana:13.2.0"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsUser"] == 472
     volumes = {v["name"]: v for v in spec["volumes"]}
     writable = {m["mountPath"] for m in container["volumeMounts"] if "emptyDir" in volumes[m["name"]]}
-    assert writable == {"/var/lib/grafana", "/tmp", "/usr/share/grafana/data/plugins-bundled"}
+    assert writable == {"/var/lib/grafana", "/var/log/grafana", "/tmp"}
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/api/health", "port": "http"}
+
+
+def test_grafana_keeps_the_bundled_prometheus_plugin_of_its_image(default_run):
+    """Grafana 13.2 ships the Prometheus data source only in <home>/data/plugins-bundled: nothing
+    may be mounted over the image's home, and only its GF_PATHS_* directories and /tmp get volumes."""
+    result, _ = default_run
+    spec = pod_spec(result, f"{PREFIX}-grafana-deployment")
+    container = spec["containers"][0]
+    env = {name: e.get("value") for name, e in env_of(container).items()}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        path = mount["mountPath"].rstrip("/")
+        assert path != "/usr/share/grafana" and not path.startswith("/usr/share/grafana/"), mount
+        if "emptyDir" in volumes[mount["name"]]:
+            assert path in {env["GF_PATHS_DATA"], env["GF_PATHS_LOGS"], "/tmp"}, mount
+    # The image's own paths (its Dockerfile ENV), the plugins dir inside the writable data path.
+    assert env["GF_PATHS_DATA"] == "/var/lib/grafana"
+    assert env["GF_PATHS_LOGS"] == "/var/log/grafana"
+    assert env["GF_PATHS_PLUGINS"] == "/var/lib/grafana/plugins"
+    assert "GF_PATHS_HOME" not in env  # the image's /usr/share/grafana, with its plugins-bundled
+    # Offline: nothing is downloaded or auto-updated at start, the bundled copy is what loads.
+    assert env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"
+    assert not any(name.startswith("GF_PLUGINS_PREINSTALL_SYNC") or name == "GF_INSTALL_PLUGINS" for name in env)
+    (source,) = yaml.safe_load(manifest(result, f"{PREFIX}-grafana-provisioning")["data"]["datasources.yaml"])["datasources"]
+    assert source["type"] == "prometheus"
 
 
 def test_grafana_is_provisioned_with_prometheus_and_the_packaged_dashboards(default_run):

@@ -382,3 +382,15 @@ def test_config_accepts_images_pinned_by_digest():
     digest = "localhost:5001/wine@sha256:" + "a" * 64
     config = parse_platform({"serving": {"models": [{**WINE, "image": digest}]}})
     assert config.serving.models[0].image == digest
+
+
+def test_model_servers_run_mlflow_with_telemetry_off(run_component):
+    raw = {"serving": {"models": [IRIS, {**WINE, "image": "localhost:5001/wine-serving:1.0.0"}]}}
+    result, _ = run_component(build, raw)
+    deployments = [m for m in result.manifests() if m["kind"] == "Deployment" and m["metadata"]["namespace"] == "mlplane-serving"]
+    assert len(deployments) >= 2
+    for item in deployments:
+        (container,) = item["spec"]["template"]["spec"]["containers"]
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        assert values["MLFLOW_DISABLE_TELEMETRY"] == "true", item["metadata"]["name"]
+        assert values["DO_NOT_TRACK"] == "true", item["metadata"]["name"]

@@ -371,3 +371,19 @@ def test_a_platform_with_workspaces_runs_mlflow_with_them_and_keeps_the_default_
     assert "--enable-workspaces" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     server = next(m for m in result.manifests() if m["kind"] == "Secret" and m["metadata"]["name"] == "mlflow-server")
     assert "grant_default_workspace_access = true" in server["stringData"]["auth.ini"]
+
+
+def test_every_mlflow_container_of_a_team_runs_with_telemetry_off(two_teams):
+    result = two_teams["fraud"]
+    seen = []
+    for item in result.manifests():
+        if item["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in item["spec"]["template"]["spec"]["containers"]:
+            if "/mlflow/mlflow:" in container["image"]:
+                values = env(container)
+                assert values["MLFLOW_DISABLE_TELEMETRY"] == "true", container["name"]
+                assert values["DO_NOT_TRACK"] == "true", container["name"]
+                seen.append((item["kind"], container["name"]))
+    assert ("Job", "mlflow-grant") in seen
+    assert any(kind == "Deployment" and name == "model" for kind, name in seen)

@@ -304,3 +304,19 @@ def test_auth_ini_escapes_percent_signs_configparser_would_interpolate():
 def test_database_uri_percent_encodes_user_password_and_database():
     uri = database_uri("ml flow", "p@ss:w/rd%", "db", 5432, "ml/db", "require")
     assert uri == "postgresql+psycopg2://ml%20flow:p%40ss%3Aw%2Frd%25@db:5432/ml%2Fdb?sslmode=require"
+
+
+def test_every_mlflow_container_runs_with_telemetry_off(run_component):
+    """MLflow 3.x reports usage unless MLFLOW_DISABLE_TELEMETRY is true or DO_NOT_TRACK is "true"."""
+    result, _ = run_component(build)
+    seen = []
+    for item in result.manifests():
+        if item["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in item["spec"]["template"]["spec"]["containers"]:
+            if "/mlflow/mlflow:" in container["image"]:
+                values = {e["name"]: e.get("value") for e in container["env"]}
+                assert values["MLFLOW_DISABLE_TELEMETRY"] == "true", container["name"]
+                assert values["DO_NOT_TRACK"] == "true", container["name"]
+                seen.append(container["name"])
+    assert sorted(seen) == ["create-reader", "metrics", "mlflow"]
