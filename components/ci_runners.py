@@ -34,6 +34,21 @@ JOB_TEMPLATE_FILE = "job.yaml"
 WORK_DIR = "/home/runner/_work"
 RUNNER_COMMAND = ["/home/runner/run.sh"]
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
+#: In 'kubernetes-novolume' mode the container hooks (actions/runner-container-hooks
+#: packages/k8s/src/k8s/index.ts, createJobPod) give every job pod an init container 'fs-init'
+#: (image $ACTIONS_RUNNER_IMAGE, `sudo mv /home/runner/externals/* /mnt/externals`, a security
+#: context of runAsUser/runAsGroup 1001 only) that fills the emptyDir volume 'externals'
+#: (utils.ts EXTERNALS_VOLUME_NAME), mounted at /__e in the job container. Pod Security
+#: 'restricted' rejects that init container (no allowPrivilegeEscalation: false, capabilities
+#: not dropped, sudo needs privilege escalation). The hooks merge a template's pod spec key by
+#: key and replace `initContainers` whole (utils.ts mergePodSpecWithOptions), so the job pod
+#: template supplies an equivalent, restricted 'fs-init' instead; see docs/components/ci-runners.md.
+HOOK_INIT_CONTAINER = "fs-init"
+HOOK_EXTERNALS_VOLUME = "externals"
+HOOK_EXTERNALS_MOUNT = "/mnt/externals"
+#: Where the actions-runner image keeps the runner's externals (node for JavaScript actions),
+#: owned by the runner user (actions/runner images/Dockerfile: COPY --chown=runner:docker).
+RUNNER_EXTERNALS = "/home/runner/externals"
 GITHUB_APP_DOCS = "https://docs.github.com/en/apps/creating-github-apps"
 KUBERNETES_MODES = ("kubernetes", "kubernetes-novolume")
 
@@ -50,6 +65,10 @@ class CiRunnersArgs:
     tracking_uri: pulumi.Input[str]
     tracking_username: pulumi.Input[str]
     tracking_password: pulumi.Input[str]
+    #: The registry at ``registry_push_url`` speaks plain HTTP (the bundled one): in 'dind'
+    #: mode dockerd is told so with ``--insecure-registry``. Never set for an HTTPS registry
+    #: (dockerd would then also accept an invalid certificate from it).
+    registry_insecure: bool = False
 
 
 def how_to_enable(config: CiRunnersConfig) -> str:
@@ -103,22 +122,42 @@ def job_pod_template(args: CiRunnersArgs) -> dict[str, Any]:
 
     Job pods land in the runner namespace, so they must pass Pod Security 'restricted': they
     run as the runner user (who owns the workspace) with no privilege. Their root filesystem
-    stays writable because job images install packages at run time.
+    stays writable because job images install packages at run time. In 'kubernetes-novolume'
+    mode the template also replaces the hooks' 'fs-init' init container (see HOOK_INIT_CONTAINER).
     """
+    spec: dict[str, Any] = {
+        "securityContext": kube.pod_security(RUNNER_UID, RUNNER_UID),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [
+            {
+                "name": "$job",
+                "env": _env(args),
+                "resources": kube.resources(args.config.job_resources),
+                "securityContext": kube.container_security(read_only_root=False),
+            }
+        ],
+    }
+    if args.config.container_mode == "kubernetes-novolume":
+        spec["initContainers"] = [externals_init_container(args)]
+    return {"spec": spec}
+
+
+def externals_init_container(args: CiRunnersArgs) -> dict[str, Any]:
+    """The hooks' 'fs-init', restricted: copies the runner's externals into the job pod's
+    'externals' volume as the runner user (who owns them: no sudo needed)."""
     return {
-        "spec": {
-            "securityContext": kube.pod_security(RUNNER_UID, RUNNER_UID),
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "containers": [
-                {
-                    "name": "$job",
-                    "env": _env(args),
-                    "resources": kube.resources(args.config.job_resources),
-                    "securityContext": kube.container_security(read_only_root=False),
-                }
-            ],
-        }
+        "name": HOOK_INIT_CONTAINER,
+        "image": args.platform.image("actions-runner"),
+        "imagePullPolicy": "Always",
+        "command": ["sh", "-c", f"cp -a {RUNNER_EXTERNALS}/. {HOOK_EXTERNALS_MOUNT}/"],
+        "resources": kube.resources(args.config.job_resources),
+        "securityContext": {
+            **kube.container_security(),
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+        },
+        "volumeMounts": [{"name": HOOK_EXTERNALS_VOLUME, "mountPath": HOOK_EXTERNALS_MOUNT}],
     }
 
 
@@ -163,6 +202,22 @@ def runner_pod_spec(args: CiRunnersArgs) -> dict[str, Any]:
     }
 
 
+def _dockerd_args(args: CiRunnersArgs) -> list[pulumi.Input[str]]:
+    """dockerd's arguments. A plain-HTTP registry must be named with --insecure-registry, or
+    `docker push` fails with "server gave HTTP response to HTTPS client" (distribution
+    docs/content/about/insecure.md: "add `--insecure-registry myregistrydomain.com:5000` to the
+    daemon's arguments")."""
+    daemon: list[pulumi.Input[str]] = ["dockerd", f"--host={DOCKER_SOCKET}", f"--group={DOCKER_GID}"]
+    if args.registry_insecure:
+        push = args.registry_push_url
+        daemon.append(
+            f"--insecure-registry={push}"
+            if isinstance(push, str)
+            else pulumi.Output.concat("--insecure-registry=", push)
+        )
+    return daemon
+
+
 def _dind_pod_spec(args: CiRunnersArgs) -> dict[str, Any]:
     """Runner plus a privileged Docker daemon sidecar (what the chart's 'dind' mode builds),
     written out so the sidecar gets requests and limits."""
@@ -180,7 +235,7 @@ def _dind_pod_spec(args: CiRunnersArgs) -> dict[str, Any]:
         "name": "dind",
         "image": args.platform.image("docker-dind"),
         "imagePullPolicy": "Always",
-        "args": ["dockerd", f"--host={DOCKER_SOCKET}", f"--group={DOCKER_GID}"],
+        "args": _dockerd_args(args),
         # A native sidecar: started before the runner, stopped after it.
         "restartPolicy": "Always",
         "startupProbe": kube.exec_probe(["docker", "info"], period=5, failures=24),

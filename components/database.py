@@ -11,12 +11,12 @@ from . import kube
 from .config import DatabaseConfig
 
 TYPE = "mlplane:database:Database"
+#: The headless Service governing the StatefulSet (its serviceName) and the host clients use.
+SERVICE_NAME = "postgres"
 #: A high UID (CKV_K8S_40) instead of the image's 999: the official entrypoint supports
 #: arbitrary UIDs (nss_wrapper), and initdb creates PGDATA as that user inside the volume.
 POSTGRES_UID = 10999
 PORT = 5432
-#: The headless Service governing the StatefulSet (its serviceName) and the host clients use.
-SERVICE_NAME = "postgres"
 #: The three probes ask different questions of ``pg_isready`` (exit 0: accepting connections;
 #: 1: rejecting them, e.g. starting up or in crash recovery; 2: no answer; 3: not attempted —
 #: PostgreSQL docs, "pg_isready"). No ``-p``: it uses PGPORT, else 5432, the server's port.

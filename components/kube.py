@@ -242,7 +242,15 @@ def service(
     parent: pulumi.Resource,
     headless: bool = False,
 ) -> k8s.core.v1.Service:
-    """A ClusterIP Service; ``ports`` are (name, port, targetPort)."""
+    """A ClusterIP Service; ``ports`` are (name, port, targetPort).
+
+    ``headless`` (``clusterIP: None``) is for the Service governing a StatefulSet (its
+    ``serviceName``): its name resolves to the pod IPs, so every ``port`` must equal the
+    container port its ``targetPort`` names. ``spec.clusterIP`` is immutable and replaces the
+    Service in Pulumi (pulumi-kubernetes provider/pkg/provider/diff.go, ``forceNew`` for
+    Service: ``.spec.clusterIP``, ``.spec.type``); it keeps its name, so the old one is deleted
+    first.
+    """
     spec: dict[str, Any] = {
         "type": "ClusterIP",
         "selector": dict(selector),
@@ -257,7 +265,7 @@ def service(
         resource_name,
         metadata={"name": name, "namespace": namespace, "labels": dict(labels)},
         spec=spec,
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=headless or None),
     )
 
 

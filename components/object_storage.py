@@ -492,6 +492,8 @@ class ObjectStorage(pulumi.ComponentResource):
             selector=selector,
             ports=[("s3", S3_PORT, "s3"), ("metrics", METRICS_PORT, "metrics")],
             parent=self,
+            # Governs the StatefulSet (serviceName); clients resolve it to the pod's IP.
+            headless=True,
         )
         kube.service(
             f"{name}-admin-service",

@@ -100,6 +100,7 @@ class Platform(pulumi.ComponentResource):
                 platform=platform,
                 registry_pull_prefix=self.registry.pull_prefix,
                 registry_push_url=self.registry.cluster_push_url,
+                registry_insecure=config.registry.mode == "bundled",
                 tracking_uri=self.tracking.internal_url,
                 tracking_username=client.username,
                 tracking_password=client.password,

@@ -50,6 +50,9 @@ class Recorded:
     retain_on_delete: bool
     provider: str | None
     depends_on: list[str]
+    delete_before_replace: bool = False
+    #: Input property -> URNs its value came from (what the engine replaces dependents by).
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     aliases: list[str]
     inputs: dict[str, Any]
     secret_paths: set[str] = field(default_factory=set)

@@ -6,6 +6,8 @@ runner and job pod specs are also validated as Pods) and every object mlplane wr
 
 from __future__ import annotations
 
+import dataclasses
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -340,3 +342,96 @@ def test_dind_workloads_count_a_sidecar_per_runner():
     config = CiRunnersConfig.model_validate({**DIND["ci_runners"], "min_runners": 2, "max_runners": 3})
     sidecars = {name: replicas for name, replicas, _ in chart_workloads(config) if name.startswith("dind")}
     assert sidecars == {"dind sidecar, idle (min_runners)": 2, "dind sidecar, busy (up to max_runners)": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# The container hooks' job pod ('kubernetes-novolume'): fs-init replaced by a restricted one
+# --------------------------------------------------------------------------------------------
+
+
+def _novolume_job_pod(template):
+    from runner_hooks import hook_job_pod
+
+    return hook_job_pod(
+        runner_pod="mlplane-abcde-runner-x1y2z", namespace="mlplane-ci-runners",
+        runner_image="ghcr.io/actions/actions-runner:2.334.0", job_image="python:3.13", template=template,
+    )
+
+
+def test_novolume_template_replaces_the_hooks_fs_init_with_a_restricted_one():
+    config = CiRunnersConfig.model_validate(TOKEN["ci_runners"])
+    assert config.container_mode == "kubernetes-novolume"
+    template = job_pod_template(plain_args(config))
+    pod = _novolume_job_pod(template)["spec"]
+    (init,) = pod["initContainers"]
+    assert init["name"] == "fs-init"
+    assert init["image"] == "ghcr.io/actions/actions-runner:2.334.0"
+    assert init["command"] == ["sh", "-c", "cp -a /home/runner/externals/. /mnt/externals/"]
+    assert "sudo" not in " ".join(init["command"])
+    context = init["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == 1001
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert init["resources"] == kube.resources(config.job_resources)
+    # It fills the volume the hooks define and mount at /__e in the job container.
+    assert init["volumeMounts"] == [{"name": "externals", "mountPath": "/mnt/externals"}]
+    assert {"name": "externals", "emptyDir": {}} in pod["volumes"]
+    (job,) = pod["containers"]
+    assert {"name": "externals", "mountPath": "/__e"} in job["volumeMounts"]
+    assert job["securityContext"]["allowPrivilegeEscalation"] is False
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "job"}, "spec": pod}, "1.37", strict=True)
+
+
+def test_without_the_template_the_hooks_fs_init_is_not_restricted():
+    """What the template fixes: the hooks' own fs-init sets only runAsUser/runAsGroup."""
+    (init,) = _novolume_job_pod(None)["spec"]["initContainers"]
+    assert init["securityContext"] == {"runAsGroup": 1001, "runAsUser": 1001}
+
+
+def test_kubernetes_mode_template_adds_no_init_container():
+    """The volume-mode hooks (/home/runner/k8s) add no fs-init and define no 'externals' volume:
+    an init container there would name a volume the pod does not have."""
+    config = CiRunnersConfig.model_validate(KUBERNETES["ci_runners"])
+    assert "initContainers" not in job_pod_template(plain_args(config))["spec"]
+
+
+def test_rendered_job_template_configmap_carries_the_restricted_fs_init(run_component):
+    result, _ = run_component(build, TOKEN)
+    data = result.named("mlplane-ci-job-template").manifest()["data"]["job.yaml"]
+    (init,) = yaml.safe_load(data)["spec"]["initContainers"]
+    assert init["name"] == "fs-init" and init["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# dind and the plain-HTTP registry
+# --------------------------------------------------------------------------------------------
+
+
+def _dind_args(insecure: bool):
+    config = CiRunnersConfig.model_validate({**DIND["ci_runners"]})
+    args = dataclasses.replace(plain_args(config), registry_insecure=insecure)
+    spec = runner_pod_spec(args)
+    return next(c for c in spec["initContainers"] if c["name"] == "dind")["args"]
+
+
+def test_dind_trusts_the_plain_http_bundled_registry():
+    assert _dind_args(True) == [
+        "dockerd", "--host=unix:///var/run/docker.sock", "--group=123", "--insecure-registry=mlplane-registry:5000",
+    ]
+
+
+def test_dind_keeps_tls_for_an_https_registry():
+    assert not [a for a in _dind_args(False) if a.startswith("--insecure-registry")]
+
+
+def test_rendered_platform_dind_sidecar_names_the_bundled_registry(tmp_path):
+    from mlplane.cli import load_platform, offline_run
+
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(DIND))
+    source, platform = load_platform(None, path)
+    assert platform.registry.mode == "bundled"
+    result = offline_run(source, platform)
+    values = result.named("mlplane-runners-scale-set").inputs["values"]
+    dind = next(c for c in values["template"]["spec"]["initContainers"] if c["name"] == "dind")
+    assert dind["args"][-1] == "--insecure-registry=mlplane-registry:5000"

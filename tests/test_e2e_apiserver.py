@@ -339,3 +339,62 @@ def test_the_namespaces_enforce_pod_security_restricted(apiserver: ApiServer, ma
         status, payload, _ = apiserver.request("POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", pod)
         message = payload.get("message", "")
         assert status == 403 and 'violates PodSecurity "restricted' in message, (ns, status, message)
+
+
+# --------------------------------------------------------------------------------------------
+# CI runner job pods as ARC's container hooks build them ('kubernetes-novolume', the default)
+# --------------------------------------------------------------------------------------------
+
+RUNNERS = {"ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"}}
+
+
+@pytest.fixture(scope="module")
+def runner_manifests(tmp_path_factory) -> list[dict]:
+    import yaml
+    from mlplane.cli import load_platform, offline_run
+
+    path = tmp_path_factory.mktemp("runners") / "platform.yaml"
+    path.write_text(yaml.safe_dump(RUNNERS))
+    source, platform = load_platform(None, path)
+    assert platform.ci_runners.container_mode == "kubernetes-novolume"
+    return [copy.deepcopy(m) for m in offline_run(source, platform).manifests()]
+
+
+def _hook_job_pod(manifests: list[dict], *, keep_hook_fs_init: bool) -> dict:
+    import yaml
+    from mlplane import versions
+    from runner_hooks import hook_job_pod
+
+    config_map = next(m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "job-pod-template")
+    template = yaml.safe_load(config_map["data"]["job.yaml"])
+    if keep_hook_fs_init:
+        del template["spec"]["initContainers"]
+    return hook_job_pod(
+        runner_pod="mlplane-x7k2p-runner-4qz9d", namespace=config_map["metadata"]["namespace"],
+        runner_image=versions.IMAGES["actions-runner"].ref(None), job_image="python:3.13-slim", template=template,
+    )
+
+
+def test_runner_job_pods_as_the_hooks_build_them_are_admitted(apiserver: ApiServer, runner_manifests: list[dict]):
+    """The job pod the hooks submit (their pod, fs-init included, with the rendered template merged
+    the way the hooks merge it) passes Pod Security in the namespace job pods run in; and, so this
+    has teeth, the same pod with the hooks' own fs-init is rejected there."""
+    pod = _hook_job_pod(runner_manifests, keep_hook_fs_init=False)
+    ns = pod["metadata"]["namespace"]
+    namespace = next(m for m in runner_manifests if m["kind"] == "Namespace" and m["metadata"]["name"] == ns)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    status, payload, _ = _apply(apiserver, namespace, dry_run=False)
+    assert status in (200, 201), payload
+    _default_service_account(apiserver, ns)
+
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["fs-init"]
+    status, payload, warnings = apiserver.request("POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", pod)
+    assert status == 201, (status, payload.get("message", payload))
+    assert not [w for w in warnings if "PodSecurity" in w], warnings
+
+    hooks_own = _hook_job_pod(runner_manifests, keep_hook_fs_init=True)
+    assert hooks_own["spec"]["initContainers"][0]["securityContext"] == {"runAsGroup": 1001, "runAsUser": 1001}
+    status, payload, _ = apiserver.request("POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", hooks_own)
+    message = payload.get("message", "")
+    assert status == 403 and 'violates PodSecurity "restricted' in message, (status, message)
+    assert 'container "fs-init"' in message, message
