@@ -16,6 +16,7 @@ from rich.console import Console
 
 from . import interrupts, progress
 from . import render as render_mod
+from .render_output import OutputRefused, write_render  # noqa: F401 (write_render: used by tests and callers)
 from .config import (
     NAMESPACE,
     NO_PLATFORM_HOW,
@@ -193,12 +194,12 @@ def secret_problems(named: list[tuple[str, str]], values: dict[str, Any], stack:
         command = f"`pulumi config set --secret {NAMESPACE}:{key} <value> --stack {stack}`"
         if f"{NAMESPACE}:{key}" in values:
             problems.append(
-                f"{path}: secret config key '{NAMESPACE}:{key}' is set in plain text in "
+                f"{path}: secret config key '{key}' is set in plain text in "
                 f"stacks/Pulumi.{stack}.yaml, not as a secret: set it encrypted with {command} "
                 "(it replaces the plain value; rotate the value if the file was ever committed)"
             )
         else:
-            problems.append(f"{path}: secret config key '{NAMESPACE}:{key}' is not set; run {command}")
+            problems.append(f"{path}: secret config key '{key}' is not set; run {command}")
     return problems
 
 
@@ -257,30 +258,12 @@ def offline_run(source: Source, platform: PlatformConfig) -> render_mod.Capture:
     )
 
 
-def write_render(result: render_mod.Capture, directory: Path) -> list[Path]:
-    """Write manifests/*.yaml, resources.json and outputs.json; replaces an earlier render."""
-    manifests_dir = directory / "manifests"
-    if manifests_dir.exists():
-        shutil.rmtree(manifests_dir)
-    manifests_dir.mkdir(parents=True)
-    written = []
-    for manifest in result.manifests():
-        meta = manifest.get("metadata", {})
-        name = f"{meta.get('namespace') or '_cluster'}.{manifest['kind'].lower()}.{meta.get('name')}.yaml"
-        path = manifests_dir / name
-        if path.exists():
-            raise RuntimeError(f"two objects render to {name}: names must be unique")
-        path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=120))
-        written.append(path)
-    (directory / "resources.json").write_text(render_mod.dumps(render_mod.resources_document(result)))
-    (directory / "outputs.json").write_text(render_mod.dumps(result.outputs))
-    return written
-
-
 def writing_to(target: Path | None, write: Callable[[], T]) -> T:
     """Run ``write``; an unwritable ``--out`` is bad input (exit 2), not a traceback."""
     try:
         return write()
+    except OutputRefused as error:
+        raise InputError(*error.problems) from None
     except OSError as error:
         raise InputError(f"--out: cannot write {target}: {error.strerror or error}") from None
 
@@ -333,23 +316,40 @@ def render_cmd(
     stack: StackOpt = None,
     config: ConfigOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write manifests/, resources.json, outputs.json.")] = Path("out"),
+    adopt_dir: Annotated[
+        bool,
+        typer.Option(
+            "--adopt-dir",
+            help="Render into a directory that also holds files mlplane did not write; they are left untouched.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace files of an earlier render that were changed since (the changes are lost)."),
+    ] = False,
 ) -> None:
     """Run the stack program offline and write every object and resource it would create.
 
     A team stack renders its platform stack offline first; the platform's outputs (generated
-    secrets as stand-ins) answer the team's StackReference.
+    secrets as stand-ins) answer the team's StackReference. The render replaces only what an
+    earlier render wrote (listed in DIR/.mlplane-render.json), all at once, and never a file
+    mlplane did not write (docs/render-output.md).
     """
     if stack is not None and TEAM_KEY in read_stack_config(stack):
         result = teams.render_stack(stack)
     else:
         source, platform = load_platform(stack, config)
         result = offline_run(source, platform)
-    written = writing_to(out_dir, lambda: write_render(result, out_dir))
+    written = writing_to(out_dir, lambda: write_render(result, out_dir, adopt=adopt_dir, force=force))
     out.print(
-        f"rendered {len(result.resources)} resources and {len(written)} Kubernetes objects to {out_dir} "
+        f"rendered {len(result.resources)} resources and {len(written.manifests)} Kubernetes objects to {out_dir} "
         "(generated secrets are stand-ins; the manifests still contain them: do not publish)",
         markup=False,
     )
+    if written.removed:
+        out.print(f"removed {len(written.removed)} manifests of the earlier render that it no longer produces", markup=False)
+    if written.others_left:
+        out.print(f"files in {out_dir} that mlplane did not write were left untouched", markup=False)
 
 
 @app.command()

@@ -158,6 +158,29 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 RegistryHost = Annotated[str, AfterValidator(_registry_host)]
 
 
+def _minor_version_text(value: Any) -> Any:
+    """Accept an unquoted ``1.35`` (YAML reads it as a float) when the float keeps every digit.
+
+    ``1.30`` reads as the float 1.3, which no longer names the version: that is explained instead
+    of guessed.
+    """
+    if isinstance(value, float):
+        text = repr(value)
+        if text in versions.SUPPORTED_KUBERNETES:
+            return text
+        raise ValueError(
+            f"YAML read an unquoted number here ({text}), and a number drops trailing zeros "
+            "(1.30 reads as 1.3): write the version in quotes, one of "
+            + ", ".join(f"'{v}'" for v in versions.SUPPORTED_KUBERNETES)
+        )
+    return value
+
+
+KubernetesMinor = Annotated[
+    Literal["1.34", "1.35", "1.36", "1.37"], BeforeValidator(_minor_version_text)
+]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -239,7 +262,7 @@ class KindClusterConfig(_Model):
     """A kind cluster created and deleted by the stack."""
 
     name: DnsLabel = Field(default="mlplane", description="Name of the kind cluster.")
-    kubernetes_version: Literal["1.34", "1.35", "1.36", "1.37"] = Field(
+    kubernetes_version: KubernetesMinor = Field(
         default=versions.DEFAULT_KUBERNETES,
         description="Kubernetes minor of the node image (the pinned kind node image for it).",
     )
@@ -1008,12 +1031,60 @@ def _model_at(loc: tuple[Any, ...], model: type[BaseModel]) -> type[BaseModel] |
 
 
 def parse_platform(raw: Any, root: str = "mlplane:platform") -> PlatformConfig:
-    """Validate a raw platform object. Raises ConfigError naming each offending field."""
+    """Validate a raw platform object. Raises ConfigError naming each offending field.
+
+    A missing object (``None``) is an error, never the defaults: ``{}`` asks for every default.
+    """
     if raw is None:
-        return PlatformConfig()
+        raise ConfigError([f"{root}: {NO_PLATFORM_HINT}"])
     if not isinstance(raw, dict):
         raise ConfigError([f"{root}: must be a mapping of platform settings (given: {_given(raw)})"])
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(format_errors(error, root, PlatformConfig)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Keys of the stack config
+# --------------------------------------------------------------------------------------------
+
+#: The Pulumi config namespace mlplane reads; every key in it must be one mlplane knows.
+NAMESPACE = "mlplane"
+#: What to write when a stack has no platform object.
+NO_PLATFORM_HOW = (
+    "add `mlplane:platform: {}` under `config:` to ask for every default explicitly, or start "
+    "from the repository's stacks/Pulumi.local.yaml (every key: docs/config-reference.md)"
+)
+NO_PLATFORM_HINT = f"the stack has no platform object: {NO_PLATFORM_HOW}"
+
+
+def unknown_stack_keys(
+    keys: Any, known: Any, owner: str, suggest_from: Any = (), stack: str | None = None
+) -> list[str]:
+    """One problem per key of the ``mlplane`` namespace that is not in ``known``.
+
+    ``keys`` are the stack's config keys (``namespace:key``), ``known`` the full keys the stack
+    may hold, ``owner`` the object whose ``*_key`` fields name secret keys (for the message);
+    the closest key of ``known`` and ``suggest_from`` is suggested. Other namespaces (``aws:``,
+    ``kubernetes:``, ``pulumi:``) are not mlplane's.
+    """
+    import difflib
+
+    known = set(known)
+    prefix = f"{NAMESPACE}:"
+    # Compared without the namespace, which every candidate shares.
+    candidates = sorted(k.removeprefix(prefix) for k in known | set(suggest_from))
+    where = f" --stack {stack}" if stack else ""
+    problems = []
+    for key in sorted(k for k in keys if isinstance(k, str) and k.startswith(prefix)):
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key.removeprefix(prefix), candidates, n=1, cutoff=0.6)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        problems.append(
+            f"{key}: unknown config key in the '{NAMESPACE}' namespace{hint}; this stack may hold "
+            f"{', '.join(sorted(known))} (a secret key only when a `*_key` field of {owner} names it); "
+            f"rename it, or remove it with `pulumi config rm {key}{where}`"
+        )
+    return problems

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pulumi
 
-from .config import ConfigError, PlatformConfig, parse_platform
+from .config import NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
 from .platform import Platform, PlatformArgs
 
 CONFIG_NAMESPACE = "mlplane"
@@ -16,10 +16,33 @@ PLATFORM_KEY = "platform"
 TEAM_KEY = "team"
 
 
+def stack_config_keys() -> set[str]:
+    """Every config key of the running stack (``namespace:key``).
+
+    The engine passes the whole stack config to the program as JSON in ``PULUMI_CONFIG``;
+    offline renders and mocks set it in the runtime's config map. Both are read.
+    """
+    from pulumi.runtime import config as runtime_config
+
+    return set(runtime_config.get_config_env()) | set(runtime_config.CONFIG.get())
+
+
 def load_platform_config() -> PlatformConfig:
-    """The validated ``mlplane:platform`` object of the current stack."""
+    """The validated ``mlplane:platform`` object of the current stack; every other key of the
+    ``mlplane`` namespace must be a secret key one of its ``*_key`` fields names."""
+    root = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    keys = stack_config_keys()
     raw = pulumi.Config(CONFIG_NAMESPACE).get_object(PLATFORM_KEY)
-    return parse_platform(raw, root=f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}")
+    if raw is None:
+        # A misspelled object key is the likely cause: named first, with the closest known key.
+        problems = unknown_stack_keys(keys, {root}, root, (root, f"{CONFIG_NAMESPACE}:{TEAM_KEY}"))
+        raise ConfigError([*problems, f"{root}: {NO_PLATFORM_HINT}"])
+    config = parse_platform(raw, root=root)
+    known = {root, *(f"{CONFIG_NAMESPACE}:{key}" for _, key in config.secret_keys())}
+    problems = unknown_stack_keys(keys, known, root, (f"{CONFIG_NAMESPACE}:{TEAM_KEY}",))
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def platform_program(config: PlatformConfig) -> Platform:

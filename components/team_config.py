@@ -50,6 +50,12 @@ TEAM_KEY = "team"
 TEAM_NAME_MAX = 30
 #: Longest DNS label (namespace names).
 LABEL_MAX = 63
+#: Suffix of a team's serving namespace (``<platform>-team-<name><suffix>``). A team name must not
+#: end in it: team 'x-serving''s work namespace would be team 'x''s serving namespace. Every other
+#: name derived from a team is ``<fixed prefix><name>`` or ``<fixed prefix><name><fixed suffix>``
+#: with one suffix per kind, so distinct names give distinct objects (see TeamConfig.derived_names).
+SERVING_SUFFIX = "-serving"
+RESERVED_SUFFIXES = (SERVING_SUFFIX,)
 #: Prefix of team stack names: the stack of team ``a`` is ``team-a``.
 STACK_PREFIX = "team-"
 
@@ -87,7 +93,26 @@ def _extended_resource(value: str) -> str:
     return value
 
 
+def _team_name(value: str) -> str:
+    if len(value) > TEAM_NAME_MAX or not _TEAM_NAME.match(value):
+        raise ValueError(
+            f"must be a DNS-1123 label of at most {TEAM_NAME_MAX} characters: lowercase letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+    for suffix in RESERVED_SUFFIXES:
+        if value.endswith(suffix):
+            raise ValueError(
+                f"must not end in '{suffix}': the serving namespace of team '{value[: -len(suffix)]}' is "
+                f"'<platform>-team-{value}', which would be this team's work namespace; choose "
+                "another name"
+            )
+    return value
+
+
+_TEAM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
 StackName = Annotated[str, AfterValidator(_stack_name)]
+TeamName = Annotated[str, AfterValidator(_team_name)]
 Subject = Annotated[str, AfterValidator(_subject)]
 ExtendedResource = Annotated[str, AfterValidator(_extended_resource)]
 
@@ -322,12 +347,12 @@ class NetworkConfig(_Model):
 class TeamConfig(_Model):
     """A team environment: the value of the `mlplane:team` stack config key."""
 
-    name: DnsLabel = Field(
+    name: TeamName = Field(
         description=(
-            "Team name: a DNS-1123 label of at most 30 characters. The stack is 'team-<name>'; "
-            "namespaces are '<platform>-team-<name>' and '<platform>-team-<name>-serving'."
+            f"Team name: a DNS-1123 label of at most {TEAM_NAME_MAX} characters, not ending in "
+            f"'{SERVING_SUFFIX}'. The stack is 'team-<name>'; namespaces are '<platform>-team-<name>' "
+            "and '<platform>-team-<name>-serving'."
         ),
-        max_length=TEAM_NAME_MAX,
     )
     platform_stack: StackName = Field(
         description=(
@@ -430,6 +455,24 @@ class TeamConfig(_Model):
     def runner_label(self) -> str:
         return self.ci_runners.runner_label or f"team-{self.name}"
 
+    def derived_names(self, platform_name: str) -> dict[str, set[str]]:
+        """Every name derived from the team that must be unique among the teams of a platform,
+        by kind of object (two teams may share a name only across kinds)."""
+        work, serving = self.namespaces(platform_name)
+        names: dict[str, set[str]] = {
+            "stack": {self.stack},
+            "namespace": {work, serving},
+            "model host domain": {self.domain("<domain>")},
+            "S3 identity": {self.identity},
+            "MLflow workspace and account": {self.identity},
+            "Grafana dashboard": {self.identity},
+        }
+        if self.uses("object_storage"):
+            names["bucket"] = {self.bucket}
+        if self.ci_runners.enabled:
+            names["runner label"] = {self.runner_label}
+        return names
+
     def uses(self, service: str) -> bool:
         return service in self.services
 
@@ -501,22 +544,36 @@ def check_platform(team: TeamConfig, platform: PlatformConfig, root: str = f"mlp
 
 
 def check_collisions(
-    team: TeamConfig, others: dict[str, TeamConfig], root: str = f"mlplane:{TEAM_KEY}"
+    team: TeamConfig,
+    others: dict[str, TeamConfig],
+    root: str = f"mlplane:{TEAM_KEY}",
+    platform_name: str = "mlplane",
 ) -> list[str]:
-    """Problems sharing the platform with ``others`` (stack name -> team on the same platform)."""
+    """Problems sharing the platform ``platform_name`` with ``others`` (stack name -> team on the
+    same platform, deployed or only configured): every derived name of one kind is compared."""
     problems = []
+    mine = team.derived_names(platform_name)
     for stack, other in sorted(others.items()):
         if stack == team.stack:
             continue
         if other.name == team.name:
             problems.append(f"{root}.name: team '{team.name}' already exists (stack '{stack}')")
-        if team.uses("object_storage") and other.uses("object_storage") and other.bucket == team.bucket:
-            problems.append(
-                f"{root}.object_storage.bucket: bucket '{team.bucket}' belongs to team '{other.name}' (stack '{stack}')"
-            )
-        if team.ci_runners.enabled and other.ci_runners.enabled and other.runner_label == team.runner_label:
-            problems.append(
-                f"{root}.ci_runners.runner_label: '{team.runner_label}' is the runner label of team "
-                f"'{other.name}' (stack '{stack}')"
-            )
+            continue
+        theirs = other.derived_names(platform_name)
+        if team.uses("object_storage") and team.bucket == f"team-{other.name}" and "bucket" not in theirs:
+            # Another team's default bucket stays reserved for it, even before it uses storage.
+            theirs["bucket"] = {team.bucket}
+        for kind, names in mine.items():
+            for shared in sorted(names & theirs.get(kind, set())):
+                if kind == "bucket":
+                    problems.append(f"{root}.object_storage.bucket: bucket '{shared}' belongs to team '{other.name}' (stack '{stack}')")
+                elif kind == "runner label":
+                    problems.append(
+                        f"{root}.ci_runners.runner_label: '{shared}' is the runner label of team '{other.name}' (stack '{stack}')"
+                    )
+                else:
+                    problems.append(
+                        f"{root}.name: {kind} '{shared}' is also a {kind} of team '{other.name}' (stack "
+                        f"'{stack}'): two teams would own the same object; choose another team name"
+                    )
     return problems

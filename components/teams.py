@@ -136,19 +136,41 @@ class CheckedTeam:
     missing_secrets: list[str]
 
 
-def check_team(team: TeamConfig, project: Path, secure_keys: frozenset[str] = frozenset()) -> CheckedTeam:
-    """Every check before anything is written or created: the platform, the other teams."""
-    from .cli import InputError
+def known_keys(team: TeamConfig) -> set[str]:
+    """The ``mlplane`` keys a team stack may hold: the team object, the offboarding switch and the
+    secret keys its ``*_key`` fields name."""
+    return {TEAM_CONFIG_KEY, OFFBOARDING_KEY, *(f"mlplane:{key}" for _, key in secret_fields(team))}
 
+
+def stack_key_problems(team: TeamConfig, keys: Any) -> list[str]:
+    """Keys of the ``mlplane`` namespace a team stack holds that mlplane does not read."""
+    from .cli import OBJECT_KEYS
+    from .config import unknown_stack_keys
+
+    return unknown_stack_keys(keys, known_keys(team), TEAM_CONFIG_KEY, OBJECT_KEYS, team.stack)
+
+
+def check_team(
+    team: TeamConfig, project: Path, secure_keys: frozenset[str] = frozenset(), stack_config: dict[str, Any] | None = None
+) -> CheckedTeam:
+    """Every check before anything is written or created: the stack's keys, the platform, the
+    other teams. ``stack_config`` is the team stack's config file when it exists."""
+    from .cli import InputError, secret_problems
+
+    problems = stack_key_problems(team, stack_config or {})
     platform_source, platform = platform_of(team)
-    problems = check_platform(team, platform, TEAM_CONFIG_KEY)
-    problems += check_collisions(team, other_teams(team, project), TEAM_CONFIG_KEY)
+    problems += check_platform(team, platform, TEAM_CONFIG_KEY)
+    problems += check_collisions(team, other_teams(team, project), TEAM_CONFIG_KEY, platform.name)
+    if stack_config is not None:
+        # A secret key set in plain text is an error; one not set yet is a note (see validate_stack).
+        problems += [
+            line
+            for line in secret_problems(secret_fields(team), stack_config, team.stack)
+            if "in plain text" in line
+        ]
     if problems:
         raise InputError(*problems)
-    keys = [key for key in (team.ci_runners.github_token_key,) if key]
-    if team.ci_runners.github_app is not None:
-        keys.append(team.ci_runners.github_app.private_key_key)
-    missing = [key for key in keys if key not in secure_keys]
+    missing = [key for _, key in secret_fields(team) if key not in secure_keys]
     return CheckedTeam(team, platform_source, platform, missing)
 
 
@@ -230,11 +252,18 @@ def offline_team_run(
     )
 
 
-def _secret_keys(team: TeamConfig) -> list[str]:
-    keys = [team.ci_runners.github_token_key] if team.ci_runners.github_token_key else []
+def secret_fields(team: TeamConfig) -> list[tuple[str, str]]:
+    """Every secret config key the team names, as (field path, key)."""
+    found = []
+    if team.ci_runners.github_token_key:
+        found.append((f"{TEAM_CONFIG_KEY}.ci_runners.github_token_key", team.ci_runners.github_token_key))
     if team.ci_runners.github_app is not None:
-        keys.append(team.ci_runners.github_app.private_key_key)
-    return keys
+        found.append((f"{TEAM_CONFIG_KEY}.ci_runners.github_app.private_key_key", team.ci_runners.github_app.private_key_key))
+    return found
+
+
+def _secret_keys(team: TeamConfig) -> list[str]:
+    return [key for _, key in secret_fields(team)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,15 +276,17 @@ def run_team_stack() -> None:
     import pulumi
 
     from .cli import InputError, project_dir
+    from .program import stack_config_keys
     from .team import team_program
 
     stack_config = pulumi.Config("mlplane")
     stack = pulumi.get_stack()
     try:
         team = parse_team_stack(stack, {TEAM_CONFIG_KEY: stack_config.get_object(TEAM_KEY)})
+        problems = stack_key_problems(team, stack_config_keys())
         _, platform = platform_of(team)
-        problems = check_platform(team, platform, TEAM_CONFIG_KEY)
-        problems += check_collisions(team, other_teams(team, project_dir()), TEAM_CONFIG_KEY)
+        problems += check_platform(team, platform, TEAM_CONFIG_KEY)
+        problems += check_collisions(team, other_teams(team, project_dir()), TEAM_CONFIG_KEY, platform.name)
         mode = stack_config.get(OFFBOARDING_KEY.split(":", 1)[1])
         if mode is not None and mode not in OFFBOARDING_MODES:
             problems.append(f"{OFFBOARDING_KEY}: must be one of {', '.join(OFFBOARDING_MODES)} (given: {mode!r})")
@@ -460,15 +491,21 @@ def checked_stack(stack: str) -> tuple[CheckedTeam, dict[str, Any]]:
     """The checked team of a team stack config file, and the file's config."""
     from .cli import project_dir, read_stack_config
 
+    from .cli import secure_keys
+
     values = read_stack_config(stack)
-    secure = frozenset(k.split(":", 1)[-1] for k, v in values.items() if isinstance(v, dict) and "secure" in v)
-    checked = check_team(parse_team_stack(stack, values), project_dir(), secure)
+    checked = check_team(parse_team_stack(stack, values), project_dir(), secure_keys(values), values)
     return checked, values
 
 
 def validate_stack(stack: str) -> list[str]:
     """`mlplane validate --stack team-NAME`: the lines to print (problems raise InputError)."""
-    checked, _ = checked_stack(stack)
+    from .cli import InputError, plain_credentials
+
+    checked, values = checked_stack(stack)
+    plain = plain_credentials(stack, values)
+    if plain:
+        raise InputError(*plain)
     team = checked.team
     lines = [f"valid: mlplane team config (team '{team.name}' on platform stack '{team.platform_stack}')"]
     lines += [

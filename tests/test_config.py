@@ -19,8 +19,40 @@ def test_empty_config_is_the_default_local_platform():
     assert not config.ci_runners.enabled
 
 
-def test_none_config_means_defaults():
-    assert parse_platform(None) == PlatformConfig()
+def test_a_missing_platform_object_is_an_error_not_the_defaults():
+    """`{}` asks for every default; a missing object (None) says how to start."""
+    with pytest.raises(ConfigError) as caught:
+        parse_platform(None)
+    assert caught.value.problems == [
+        "mlplane:platform: the stack has no platform object: add `mlplane:platform: {}` under `config:` to "
+        "ask for every default explicitly, or start from the repository's stacks/Pulumi.local.yaml "
+        "(every key: docs/config-reference.md)"
+    ]
+    assert parse_platform({}) == PlatformConfig()
+
+
+@pytest.mark.parametrize("minor", ["1.34", "1.35", "1.36", "1.37"])
+def test_an_unquoted_kubernetes_version_is_accepted_when_the_number_keeps_its_digits(minor):
+    """YAML reads `kubernetes_version: 1.35` as the float 1.35: it names the version exactly."""
+    import yaml
+
+    raw = yaml.safe_load(f"cluster: {{kind: {{kubernetes_version: {minor}}}}}")
+    assert isinstance(raw["cluster"]["kind"]["kubernetes_version"], float)
+    assert parse_platform(raw).cluster.kind.kubernetes_version == minor
+
+
+@pytest.mark.parametrize(("text", "shown"), [("1.30", "1.3"), ("1.40", "1.4"), ("1.2", "1.2")])
+def test_an_unquoted_version_that_lost_digits_explains_the_quoting(text, shown):
+    import yaml
+
+    raw = yaml.safe_load(f"cluster: {{kind: {{kubernetes_version: {text}}}}}")
+    with pytest.raises(ConfigError) as caught:
+        parse_platform(raw)
+    assert caught.value.problems == [
+        f"mlplane:platform.cluster.kind.kubernetes_version: YAML read an unquoted number here ({shown}), and a "
+        "number drops trailing zeros (1.30 reads as 1.3): write the version in quotes, one of '1.34', '1.35', "
+        f"'1.36', '1.37' (given: {float(text)!r})"
+    ]
 
 
 @pytest.mark.parametrize(

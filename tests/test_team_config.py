@@ -44,7 +44,10 @@ def test_derived_names_follow_the_team_name():
     [
         ({"name": "Fraud_Team"}, f"{ROOT}.name: must be a DNS-1123 label"),
         ({"name": "-fraud"}, f"{ROOT}.name: must be a DNS-1123 label"),
-        ({"name": "a" * 31}, f"{ROOT}.name: String should have at most 30 characters"),
+        ({"name": "a" * 31}, f"{ROOT}.name: must be a DNS-1123 label of at most 30 characters"),
+        ({"name": "a" * 64}, f"{ROOT}.name: must be a DNS-1123 label of at most 30 characters"),
+        ({"name": "Fraud_Team"}, f"{ROOT}.name: must be a DNS-1123 label of at most 30 characters"),
+        ({"name": "x-serving"}, f"{ROOT}.name: must not end in '-serving': the serving namespace of team 'x' is"),
         ({"platform_stack": "no spaces allowed"}, f"{ROOT}.platform_stack: must be a Pulumi stack name"),
         ({"quota": {"work": {"limits_cpu": "-1"}}}, f"{ROOT}.quota.work.limits_cpu: must be a CPU quantity such as '250m', '0.5' or '2' (given: '-1')"),
         ({"quota": {"work": {"requests_memory": "lots"}}}, f"{ROOT}.quota.work.requests_memory: must be a memory quantity"),
@@ -130,7 +133,6 @@ def test_collisions_with_other_teams_are_named():
     }
     assert check_collisions(ours, others) == [
         f"{ROOT}.name: team 'fraud' already exists (stack 'team-fraud2')",
-        f"{ROOT}.object_storage.bucket: bucket 'team-fraud' belongs to team 'fraud' (stack 'team-fraud2')",
         f"{ROOT}.ci_runners.runner_label: 'ml' is the runner label of team 'ops' (stack 'team-ops')",
         f"{ROOT}.object_storage.bucket: bucket 'team-fraud' belongs to team 'risk' (stack 'team-risk')",
     ]
@@ -149,3 +151,81 @@ def test_models_that_could_never_schedule_are_rejected():
     too_many = {"name": "m", "registered_model": "m", "version": 1, "min_replicas": 30, "max_replicas": 40}
     with pytest.raises(ConfigError, match=r"serving.models\[0\]: 30 pods at its minimum scale .* above quota.serving"):
         parse_team({**base, "serving": {"models": [too_many]}})
+
+
+def test_the_team_name_limit_is_stated_once_and_the_same_everywhere():
+    from mlplane.team_config import TEAM_NAME_MAX
+
+    for name in ("a" * (TEAM_NAME_MAX + 1), "a" * 64, "Bad_Name", "-x"):
+        found = problems({"name": name, "platform_stack": "local"})
+        assert found == [f"{ROOT}.name: must be a DNS-1123 label of at most {TEAM_NAME_MAX} characters: lowercase "
+                         f"letters, digits and '-', starting and ending with a letter or digit (given: {name!r})"]
+    assert parse_team({"name": "a" * TEAM_NAME_MAX, "platform_stack": "local"}).name == "a" * TEAM_NAME_MAX
+    assert f"at most {TEAM_NAME_MAX} characters" in TeamConfig.model_fields["name"].description
+
+
+# Adversarial pairs: names that share a prefix, a suffix, or differ by one derived-name suffix.
+ADVERSARIAL = [
+    ("x", "x-serving"),
+    ("a-b", "a"),
+    ("a", "a-b-serving"),
+    ("team", "team-team"),
+    ("fraud", "fraud-mlflow-setup"),
+    ("a" * 30, "a" * 29),
+    ("a" * 22 + "-serving", "a" * 22),
+    ("serving", "s"),
+    ("1", "1-1"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), ADVERSARIAL)
+@pytest.mark.parametrize("platform_name", ["mlplane", "p", "team", "a-team-x"])
+def test_no_two_valid_teams_share_a_derived_name(first, second, platform_name):
+    """Collision-free by construction: either one of the pair is not a valid name, or every
+    name derived from one differs from every name of the same kind derived from the other."""
+    valid = []
+    for name in (first, second):
+        try:
+            valid.append(parse_team({"name": name, "platform_stack": "local"}))
+        except ConfigError:
+            pass
+    if len(valid) < 2:
+        assert any(name.endswith("-serving") for name in (first, second))
+        return
+    one, two = (t.derived_names(platform_name) for t in valid)
+    for kind in one:
+        assert not one[kind] & two.get(kind, set()), kind
+    assert check_collisions(valid[0], {valid[1].stack: valid[1]}, platform_name=platform_name) == []
+
+
+def test_every_derived_name_of_a_pair_is_compared_not_only_the_team_name():
+    """A bypass of the reserved suffix (a config built without validation) is still caught by
+    check_collisions, through the namespaces both teams derive."""
+    x = parse_team({"name": "x", "platform_stack": "local"})
+    forged = TeamConfig.model_construct(**{**x.__dict__, "name": "x-serving"})
+    found = check_collisions(x, {"team-x-serving": forged}, platform_name="mlplane")
+    assert found == [
+        f"{ROOT}.name: namespace 'mlplane-team-x-serving' is also a namespace of team 'x-serving' "
+        "(stack 'team-x-serving'): two teams would own the same object; choose another team name"
+    ]
+
+
+def test_a_custom_bucket_may_not_take_another_teams_default_bucket():
+    ours = parse_team({"name": "risk", "platform_stack": "local", "object_storage": {"bucket": "team-ops"}})
+    ops = parse_team({"name": "ops", "platform_stack": "local", "services": ["registry"]})
+    assert check_collisions(ours, {"team-ops": ops}) == [
+        f"{ROOT}.object_storage.bucket: bucket 'team-ops' belongs to team 'ops' (stack 'team-ops')"
+    ]
+
+
+def test_existing_valid_team_names_keep_their_derived_names():
+    fraud = parse_team({"name": "fraud", "platform_stack": "local"})
+    assert fraud.derived_names("mlplane") == {
+        "stack": {"team-fraud"},
+        "namespace": {"mlplane-team-fraud", "mlplane-team-fraud-serving"},
+        "model host domain": {"fraud.<domain>"},
+        "S3 identity": {"team-fraud"},
+        "MLflow workspace and account": {"team-fraud"},
+        "Grafana dashboard": {"team-fraud"},
+        "bucket": {"team-fraud"},
+    }
