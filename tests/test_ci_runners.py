@@ -194,7 +194,7 @@ def test_scale_set_values_wire_github_runners_and_the_controller(run_component):
     raw = {"ci_runners": {**TOKEN["ci_runners"], "runner_labels": ["gpu"], "min_runners": 1, "max_runners": 4}}
     result, _ = run_component(build, raw)
     chart = result.named("mlplane-ci-scale-set").inputs
-    assert chart["chart"].endswith("/gha-runner-scale-set") and chart["version"] == "0.15.0"
+    assert chart["chart"].endswith("/gha-runner-scale-set") and chart["version"] == "0.14.2"
     assert chart["namespace"] == "mlplane-ci-runners"
     values = chart["values"]
     assert values["githubConfigUrl"] == "https://github.com/acme"
@@ -215,11 +215,11 @@ def test_scale_set_waits_for_the_controller_and_its_inputs(run_component):
 def test_controller_values_pin_the_image_watch_one_namespace_and_restrict_the_pod(run_component):
     result, _ = run_component(build, TOKEN)
     chart = result.named("mlplane-ci-controller").inputs
-    assert chart["chart"].endswith("/gha-runner-scale-set-controller") and chart["version"] == "0.15.0"
+    assert chart["chart"].endswith("/gha-runner-scale-set-controller") and chart["version"] == "0.14.2"
     assert chart["namespace"] == "mlplane-ci"
     values = chart["values"]
     assert values["image"]["repository"] == "ghcr.io/actions/gha-runner-scale-set-controller"
-    assert values["image"]["tag"] == "0.15.0"
+    assert values["image"]["tag"] == "0.14.2"
     assert values["flags"]["watchSingleNamespace"] == "mlplane-ci-runners"
     assert values["serviceAccount"] == {"create": True, "name": "arc-controller"}
     assert values["resources"] == kube.resources(CiRunnersConfig().controller_resources)
@@ -242,7 +242,7 @@ def test_runner_pod_is_restricted_with_config_resources(run_component):
     result, _ = run_component(build, TOKEN)
     spec = scale_set_values(result)["template"]["spec"]
     runner = runner_container(spec)
-    assert runner["image"] == "ghcr.io/actions/actions-runner:2.337.0"
+    assert runner["image"] == "ghcr.io/actions/actions-runner:2.334.0"
     assert runner["command"] == ["/home/runner/run.sh"]
     assert runner["resources"] == kube.resources(CiRunnersConfig().runner_resources)
     assert runner["securityContext"]["runAsUser"] == 1001
@@ -300,7 +300,7 @@ def test_dind_sidecar_is_privileged_but_bounded_and_the_runner_is_not(run_compon
     assert "containerMode" not in values
     spec = values["template"]["spec"]
     dind = next(c for c in spec["initContainers"] if c["name"] == "dind")
-    assert dind["image"] == "docker.io/library/docker:29.8.1-dind"
+    assert dind["image"] == "docker.io/library/docker:29.8.2-dind"
     assert dind["securityContext"]["privileged"] is True
     assert dind["restartPolicy"] == "Always"
     assert dind["resources"] == kube.resources(CiRunnersConfig().job_resources)

@@ -207,7 +207,7 @@ def test_server_runs_restricted_with_a_high_uid_and_a_read_only_root(run_compone
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data", "/tmp"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "s3"}
-    assert container["image"] == "docker.io/chrislusf/seaweedfs:4.48"
+    assert container["image"] == "docker.io/chrislusf/seaweedfs:4.47"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert "mlplane.dev/credentials-digest" in sts["spec"]["template"]["metadata"]["annotations"]
 

@@ -67,7 +67,7 @@ def test_chart_is_the_pinned_envoy_gateway_with_config_resources(run_component):
     result, _ = run_component(build, raw)
     chart = result.named("mlplane-routing-chart").inputs
     assert chart["chart"] == versions.CHARTS["envoy-gateway"].chart == "oci://docker.io/envoyproxy/gateway-helm"
-    assert chart["version"] == "v1.9.3"
+    assert chart["version"] == "v1.9.1"
     assert chart["namespace"] == "mlplane-gateway"
     assert chart["name"] == "envoy-gateway"
     controller = chart["values"]["deployment"]["envoyGateway"]
@@ -75,7 +75,7 @@ def test_chart_is_the_pinned_envoy_gateway_with_config_resources(run_component):
         "requests": {"cpu": "30m", "memory": "80Mi"},
         "limits": {"cpu": "300m", "memory": "200Mi"},
     }
-    assert controller["image"] == {"repository": "docker.io/envoyproxy/gateway", "tag": "v1.9.3"}
+    assert controller["image"] == {"repository": "docker.io/envoyproxy/gateway", "tag": "v1.9.1"}
     assert chart["values"]["topologyInjector"] == {"enabled": False}
     assert chart["values"]["certgen"]["job"]["resources"] == controller["resources"]
 
@@ -96,10 +96,10 @@ def test_chart_image_follows_the_mirror(run_component):
     values = result.named("mlplane-routing-chart").inputs["values"]
     assert values["deployment"]["envoyGateway"]["image"] == {
         "repository": "mirror.corp:5000/hub/envoyproxy/gateway",
-        "tag": "v1.9.3",
+        "tag": "v1.9.1",
     }
     job = result.named("mlplane-routing-certgen").manifest()
-    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "mirror.corp:5000/hub/envoyproxy/gateway:v1.9.3"
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "mirror.corp:5000/hub/envoyproxy/gateway:v1.9.1"
 
 
 def test_envoy_service_is_the_fixed_node_port_kind_maps(run_component):
