@@ -1,3 +1,19 @@
-from .cli import main
+"""The ``mlplane`` console script and ``python -m mlplane``.
 
-main()
+Kept free of heavy imports: the Ctrl-C handler (components/interrupts.py) is installed before the
+command line loads the Pulumi SDK and pydantic, so an interrupt during start-up also prints one
+line and exits 130 instead of a traceback.
+"""
+
+from . import interrupts
+
+
+def main() -> None:
+    interrupts.install()
+    from .cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,6 @@ later modules). Bad input exits 2 with one line per problem and never a tracebac
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -492,8 +491,14 @@ def extra_reference_documents() -> dict[str, str]:
 def docs(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when a generated doc is stale instead of writing it.")] = False,
 ) -> None:
-    """Regenerate the docs generated from code (config reference, ...)."""
+    """Regenerate the docs generated from code (config reference, ...). A maintainer's command:
+    it runs only in the mlplane source tree and never writes into a project's docs/."""
+    from .reference import source_tree_problem
+
     root = project_dir()
+    problem = source_tree_problem(root)
+    if problem:
+        raise InputError(problem)
     stale = []
     for relative, content in reference_documents().items():
         path = root / relative
@@ -513,6 +518,10 @@ def docs(
 from . import teams  # noqa: E402  (the `team` sub-app; teams imports this module lazily)
 
 app.add_typer(teams.team_app, name="team")
+
+from .images import images_app  # noqa: E402  (`mlplane images check|lock`)
+
+app.add_typer(images_app, name="images")
 
 from .policypack_cli import policy_pack_app  # noqa: E402
 

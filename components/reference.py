@@ -7,13 +7,41 @@ checked-in reference differs from what this module generates (``mlplane docs --c
 from __future__ import annotations
 
 import json
+import tomllib
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
+#: The directory the running package is loaded from (``components/`` in the source tree).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_tree_problem(root: Path, package_dir: Path = PACKAGE_DIR) -> str | None:
+    """Why ``root`` is not the mlplane source tree (None when it is).
+
+    The generated pages (config reference, policies, footprint) belong to mlplane itself; a
+    project made from a template has a docs/ directory of its own that ``mlplane docs`` must never
+    touch. The tree qualifies when the running package is its ``components/`` directory and its
+    pyproject.toml names the project ``mlplane``; an installed package (site-packages) never does.
+    """
+    try:
+        name = tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        name = None
+    if name == "mlplane" and (root / "components").resolve() == package_dir:
+        return None
+    return (
+        f"docs: {root} is not the mlplane source tree (the mlplane package runs from {package_dir}); "
+        "`mlplane docs` regenerates mlplane's own reference pages and writes them only into its source "
+        "checkout, never into a project's docs/: run it in a clone of mlplane with the package installed "
+        "from it (pip install -e .)"
+    )
+
 
 HEADER = """# Config reference
 
