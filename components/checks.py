@@ -7,8 +7,10 @@ environment: ``MLPLANE_CHECKOV`` names its executable, else ``checkov`` on PATH.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -62,7 +64,12 @@ def is_custom(manifest: dict[str, Any]) -> bool:
 def validate_schemas(
     manifests: Iterable[dict[str, Any]], kubernetes_versions: Iterable[str] = versions.SUPPORTED_KUBERNETES
 ) -> list[Finding]:
-    """Strict schema validation of every built-in object against each Kubernetes minor."""
+    """Strict schema validation of every built-in object against each Kubernetes minor.
+
+    Same verdicts and messages as ``kubernetes_validate.validate(manifest, minor, strict=True)``,
+    but each minor's 1.5 MB ``_definitions.json`` is parsed once per process instead of once
+    per object (that parse was 70 % of ``mlplane plan``'s time; see docs/performance.md).
+    """
     import kubernetes_validate
 
     findings = []
@@ -72,12 +79,70 @@ def validate_schemas(
             continue
         for minor in minors:
             try:
-                kubernetes_validate.validate(manifest, minor, strict=True)
+                _strict_validate(manifest, minor)
             except kubernetes_validate.ValidationError as error:
                 findings.append(Finding(f"schema-{minor}", object_id(manifest), _short(error)))
             except kubernetes_validate.SchemaNotFoundError as error:
                 findings.append(Finding(f"schema-{minor}", object_id(manifest), f"no schema: {error}"))
     return findings
+
+
+def _strict_validate(manifest: dict[str, Any], minor: str) -> None:
+    """``kubernetes_validate.validate(manifest, minor, strict=True)`` with its loads cached.
+
+    The version choice, file names and error types are those of kubernetes-validate 1.x
+    (``kubernetes_validate/utils.py``, ``validate``): the newest bundled schema set that is not
+    newer than the minor, ``<kind>-<group>-<version>.json`` next to ``_definitions.json``.
+    """
+    import jsonschema
+    import referencing.exceptions
+    from kubernetes_validate import utils
+
+    wanted = minor[1:] if minor.startswith("v") else minor
+    schema_dir, version = _schema_dir(utils.major_minor(wanted))
+    api_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", manifest["apiVersion"])
+    try:
+        validator = _validator(schema_dir, f"{manifest['kind'].lower()}-{api_version}.json", wanted)
+    except FileNotFoundError:
+        raise utils.SchemaNotFoundError(
+            version=utils.major_minor(wanted), kind=manifest["kind"], api_version=manifest["apiVersion"]
+        ) from None
+    try:
+        validator.validate(manifest)
+    except jsonschema.ValidationError as error:
+        raise utils.ValidationError(error, version=utils.major_minor(version)) from None
+    except referencing.exceptions.Unresolvable:
+        raise
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_dir(wanted: str) -> tuple[str, str]:
+    """The strict schema directory kubernetes-validate uses for a minor, and its version."""
+    from kubernetes_validate import utils
+
+    every = utils.all_versions()
+    if wanted > utils.major_minor(every[-1]):
+        raise utils.VersionNotSupportedError(version=wanted)
+    version = [v for v in every if utils.major_minor(v) <= wanted][-1]
+    return f"v{version}-local-strict", version
+
+
+@functools.lru_cache(maxsize=None)
+def _definitions(schema_dir: str, wanted: str) -> Any:
+    from kubernetes_validate import utils
+
+    return utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", wanted)
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(schema_dir: str, filename: str, wanted: str) -> Any:
+    import jsonschema
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
+
+    schema = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/{filename}", wanted)
+    registry = Resource.from_contents(_definitions(schema_dir, wanted)) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
 
 
 def _short(error: Exception) -> str:

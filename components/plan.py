@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checks, footprint, policies, versions
+from . import checks, footprint, policies, progress, versions
 from .cli import TEAM_KEY, Source, load_platform, offline_run, read_stack_config
 from .config import PlatformConfig
 from .render import Capture, Recorded
@@ -200,13 +200,17 @@ def check(stack: str, source_label: str, capture: Capture, view: policies.Stack,
     """Strict schemas, the policies and the footprint of one offline render."""
     schema_versions = tuple(versions.SUPPORTED_KUBERNETES)
     rendered = {r.type.rsplit(":", 1)[-1] for r in capture.resources if r.type.startswith("mlplane:")}
+    with progress.step(f"validating schemas (Kubernetes {schema_versions[0]}-{schema_versions[-1]})"):
+        schema_findings = checks.validate_schemas(capture.manifests(), schema_versions)
+    with progress.step(f"running {len(policies.POLICIES)} policies"):
+        evaluation = policies.evaluate([resource_view(r) for r in capture.resources], view)
     return Plan(
         stack=stack,
         source=source_label,
         capture=capture,
         schema_versions=schema_versions,
-        schema_findings=checks.validate_schemas(capture.manifests(), schema_versions),
-        evaluation=policies.evaluate([resource_view(r) for r in capture.resources], view),
+        schema_findings=schema_findings,
+        evaluation=evaluation,
         # Only components this render holds: a team render has none of the platform's charts.
         usage={k: v for k, v in footprint.measure(capture, platform).items() if k in rendered or k == "other"},
     )

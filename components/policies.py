@@ -32,7 +32,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Ma
 
 import yaml
 
-from .kube import TEAM_LABEL
+#: The label marking a team's objects: the value of ``kube.TEAM_LABEL``, repeated rather than imported
+#: because ``mlplane.kube`` loads the Pulumi SDK, which `mlplane validate` never needs
+#: (tests/test_fast_paths.py pins that the two agree).
+TEAM_LABEL = "mlplane.dev/team"
 
 if TYPE_CHECKING:
     import pulumi_policy
