@@ -58,16 +58,28 @@ def _envoy_container_security() -> dict[str, Any]:
     return {**kube.container_security(), "runAsUser": ENVOY_UID, "runAsGroup": ENVOY_UID}
 
 
+#: Pull policy of the controller (and the chart's certgen): the chart's ``eg.image.pullPolicy``
+#: helper is ``default .Values.deployment.envoyGateway.imagePullPolicy
+#: .Values.global.images.envoyGateway.pullPolicy``, so the global value wins whenever it is set,
+#: and the released chart sets it (values.tmpl.yaml ``pullPolicy: ${GatewayImagePullPolicy}``,
+#: filled by ``make helm-generate``). envoyproxy/gateway ``charts/gateway-helm/templates/_helpers.tpl``.
+CONTROLLER_PULL_POLICY = "Always"
+#: Writable scratch space of the Envoy proxy pod's containers (see :func:`envoy_proxy_spec`).
+PROXY_TMP_SIZE = "64Mi"
+
+
 def chart_values(config: RoutingConfig, platform: kube.Platform) -> dict[str, Any]:
     """Values for the Envoy Gateway chart: pinned image, resources, restricted security contexts."""
     repository, tag = _split_image(platform.image("envoy-gateway"))
     security = _envoy_container_security()
     return {
+        # The value the chart reads for the controller's pull policy (it overrides the one below).
+        "global": {"images": {"envoyGateway": {"pullPolicy": CONTROLLER_PULL_POLICY}}},
         "deployment": {
             "replicas": 1,
             "envoyGateway": {
                 "image": {"repository": repository, "tag": tag},
-                "imagePullPolicy": "Always",
+                "imagePullPolicy": CONTROLLER_PULL_POLICY,
                 "resources": kube.resources(config.controller_resources),
                 "securityContext": security,
             },
@@ -86,7 +98,23 @@ def chart_values(config: RoutingConfig, platform: kube.Platform) -> dict[str, An
 
 
 def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any]:
-    """EnvoyProxy spec: a NodePort Service on :data:`HTTP_NODE_PORT`, resources, restricted pods."""
+    """EnvoyProxy spec: a NodePort Service on :data:`HTTP_NODE_PORT`, resources, restricted pods.
+
+    Read-only root filesystems with a writable ``/tmp`` in both containers of the proxy pod.
+    Envoy Gateway leaves ``readOnlyRootFilesystem`` unset there on purpose ("Envoy container
+    needs to write to the log file/UDS socket"; "ShutdownManager creates a file to indicate the
+    connection drain process is completed": envoyproxy/gateway
+    ``internal/infrastructure/kubernetes/proxy/resource.go``, issue 8911), and it applies this
+    container ``securityContext`` to the shutdown-manager too. What they write with this
+    configuration: the shutdown-manager creates ``/tmp/shutdown-ready`` when a drain completes
+    (``internal/cmd/envoy/shutdown_manager.go``, ``ShutdownReadyFile``), so its ``/tmp`` must be
+    writable or every pod termination waits out the drain timeout. Envoy writes its access logs
+    to ``/dev/stdout`` and the admin access log to ``/dev/null``
+    (``internal/gatewayapi/listener.go``, ``internal/xds/bootstrap/bootstrap.go``), the admin
+    interface is TCP on 127.0.0.1, and Unix sockets only appear for backends or SDS that name
+    one (mlplane configures neither); its ``/tmp`` is still writable, for a file access-log sink
+    or a socket a user adds. See docs/components/routing.md.
+    """
     return {
         "provider": {
             "type": "Kubernetes",
@@ -96,10 +124,15 @@ def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any
                     "container": {
                         "resources": kube.resources(config.proxy_resources),
                         "securityContext": _envoy_container_security(),
+                        "volumeMounts": [{"name": "envoy-tmp", "mountPath": "/tmp"}],
                     },
                     "pod": {
                         "labels": {kube.PART_OF: platform_name},
                         "securityContext": kube.pod_security(ENVOY_UID),
+                        "volumes": [
+                            {"name": "envoy-tmp", "emptyDir": {"sizeLimit": PROXY_TMP_SIZE}},
+                            {"name": "shutdown-manager-tmp", "emptyDir": {"sizeLimit": PROXY_TMP_SIZE}},
+                        ],
                     },
                     "patch": {
                         "type": "StrategicMerge",
@@ -113,6 +146,9 @@ def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any
                                                 "resources": kube.resources(
                                                     config.shutdown_manager_resources
                                                 ),
+                                                "volumeMounts": [
+                                                    {"name": "shutdown-manager-tmp", "mountPath": "/tmp"}
+                                                ],
                                             }
                                         ]
                                     }
@@ -344,7 +380,9 @@ class Routing(pulumi.ComponentResource):
                     ("CKV_K8S_38", "certgen creates the control-plane TLS Secrets through the API"),
                 ),
             },
-            spec={"backoffLimit": 3, "template": template},
+            # Like every Job of the platform: a certgen that cannot finish (image pull, API
+            # server unreachable) fails within 15 minutes instead of holding `pulumi up`.
+            spec={"backoffLimit": 3, "activeDeadlineSeconds": 900, "template": template},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[binding]),
         )
         k8s.networking.v1.NetworkPolicy(

@@ -129,6 +129,31 @@ def test_envoy_pods_get_config_resources_and_restricted_contexts(run_component):
     assert shutdown["resources"] == kube.resources(RoutingConfig().shutdown_manager_resources)
 
 
+def test_both_proxy_containers_get_a_writable_tmp_under_a_read_only_root(run_component):
+    """Envoy Gateway applies the EnvoyProxy container securityContext (read-only root) to the
+    shutdown-manager too, which writes /tmp/shutdown-ready when a drain completes."""
+    result, _ = run_component(build)
+    deployment = result.named("mlplane-routing-envoy-proxy").manifest()["spec"]["provider"]["kubernetes"]["envoyDeployment"]
+    volumes = {v["name"]: v for v in deployment["pod"]["volumes"]}
+    assert deployment["container"]["securityContext"]["readOnlyRootFilesystem"] is True
+    (envoy_tmp,) = deployment["container"]["volumeMounts"]
+    (shutdown,) = deployment["patch"]["value"]["spec"]["template"]["spec"]["containers"]
+    (shutdown_tmp,) = shutdown["volumeMounts"]
+    for mount in (envoy_tmp, shutdown_tmp):
+        assert mount["mountPath"] == "/tmp"
+        assert "emptyDir" in volumes[mount["name"]]
+        assert volumes[mount["name"]]["emptyDir"]["sizeLimit"]
+    assert envoy_tmp["name"] != shutdown_tmp["name"]
+
+
+def test_controller_pull_policy_is_set_where_the_chart_reads_it(run_component):
+    result, _ = run_component(build)
+    values = result.named("mlplane-routing-chart").inputs["values"]
+    # eg.image.pullPolicy: default <deployment.envoyGateway.imagePullPolicy> <global.images.envoyGateway.pullPolicy>
+    assert values["global"]["images"]["envoyGateway"]["pullPolicy"] == "Always"
+    assert values["deployment"]["envoyGateway"]["imagePullPolicy"] == "Always"
+
+
 def test_gateway_class_points_at_the_envoy_proxy(run_component):
     result, _ = run_component(build, {"name": "lab"})
     proxy = result.named("mlplane-routing-envoy-proxy").manifest()
@@ -190,6 +215,7 @@ def test_certgen_job_writes_the_secrets_with_a_narrow_role(run_component):
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"] == kube.resources(RoutingConfig().controller_resources)
     assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert job["spec"]["activeDeadlineSeconds"] == 900
     annotations = job["metadata"]["annotations"]
     assert any(v.startswith("CKV_K8S_43=") for v in annotations.values())
     assert any(v.startswith("CKV_K8S_38=") for v in annotations.values())
