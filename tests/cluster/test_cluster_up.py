@@ -1,0 +1,331 @@
+"""`pulumi up` for real: the platform and two teams against a control plane with simulated nodes.
+
+The control plane (conftest.py, control_plane.py) is etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok with fake Nodes; the Gateway API and Envoy Gateway CRDs are installed.
+The platform stack adopts it (`cluster.mode: existing`, `routing.controller: existing`: the
+Envoy Gateway chart cannot be fetched here), with the real kubernetes provider and its await
+logic: Deployments and StatefulSets must become ready, Jobs complete, claims bind. The steps
+share one project and state backend and run in file order (pytest -m cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import yaml
+
+from control_plane import CONTEXT, Client, ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM_STACK = "local"
+PASSPHRASE = "mlplane-cluster-passphrase"
+RANDOM_VERSION = version("pulumi-random")
+#: Two team names that pass validation yet share a prefix: every name derived from "ab"
+#: (mlplane-team-ab, mlplane-team-ab-serving, s3-grant-team-ab-...) is a prefix of one of "ab-c"'s.
+TEAMS = {"ab": "alice@acme.test", "ab-c": "carol@acme.test"}
+#: Kinds whose objects the cluster creates and removes by itself (not part of "as it was").
+VOLATILE = {"Event", "Lease", "Endpoints", "EndpointSlice", "ControllerRevision"}
+
+
+def platform_config(kubeconfig: Path, *, max_replicas: int = 2, setup_job_cpu: str = "200m") -> dict:
+    return {
+        "name": "mlplane",
+        "cluster": {"mode": "existing", "existing": {"kubeconfig": str(kubeconfig), "context": CONTEXT}},
+        "registry": {"mode": "external", "external": {"url": "localhost:5001"}},
+        # Helm charts cannot be fetched here: an Envoy Gateway "already in the cluster".
+        "routing": {"controller": "existing"},
+        "tracking": {"workspaces": True},
+        "object_storage": {"bundled": {"setup_job_resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": setup_job_cpu, "memory": "128Mi"}}}},
+        "serving": {
+            "models": [{"name": "iris", "registered_model": "iris", "version": 1, "max_replicas": max_replicas}]
+        },
+        "lifecycle": {"throwaway": True},
+    }
+
+
+def stand_in_plugins(base: Path) -> str:
+    """A bin dir with the stand-in random provider unless the real plugin is installed (docs/e2e.md)."""
+    bin_dir = base / "plugins"
+    bin_dir.mkdir(exist_ok=True)
+    home = Path(os.environ.get("PULUMI_HOME", Path.home() / ".pulumi"))
+    if not any(home.glob(f"plugins/resource-random-v{RANDOM_VERSION}")):
+        plugin = bin_dir / "pulumi-resource-random"
+        plugin.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tests.engine.random_provider \"$@\"\n")
+        plugin.chmod(0o755)
+    return str(bin_dir)
+
+
+class Project:
+    """A copy of the project's entry point with its own file state backend."""
+
+    def __init__(self, base: Path, plane: ControlPlane):
+        self.plane = plane
+        self.dir = base / "project"
+        self.state = base / "state"
+        (self.dir / "stacks").mkdir(parents=True)
+        self.state.mkdir()
+        shutil.copy(ROOT / "stacks" / "__main__.py", self.dir / "stacks" / "__main__.py")
+        project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+        project["runtime"]["options"]["virtualenv"] = str(ROOT / ".venv")
+        (self.dir / "Pulumi.yaml").write_text(yaml.safe_dump(project))
+        self.env = {
+            **os.environ,
+            "PATH": f"{stand_in_plugins(base)}{os.pathsep}{os.environ['PATH']}",
+            "PULUMI_BACKEND_URL": f"file://{self.state}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        }
+
+    def write_config(self, stack: str, key: str, value: dict) -> None:
+        path = self.dir / "stacks" / f"Pulumi.{stack}.yaml"
+        document = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+        document.setdefault("config", {})[f"mlplane:{key}"] = value
+        path.write_text(yaml.safe_dump(document))
+
+    def pulumi(self, stack: str, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["pulumi", *args, "--stack", stack, "--non-interactive"],
+            cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"pulumi {' '.join(args)} --stack {stack} failed:\n"
+                                 f"{result.stdout[-6000:]}\n{result.stderr[-4000:]}\n{self.plane_logs()}")
+        return result
+
+    def mlplane(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mlplane", *args], cwd=self.dir, env=self.env,
+                              capture_output=True, text=True, timeout=1200)
+
+    def plane_logs(self) -> str:
+        from control_plane import tail
+        return "\n".join(f"--- {log.name}\n{tail(log, 8)}" for _, log in self.plane.procs)
+
+    def changes(self, stack: str) -> list[tuple[str, str, str]]:
+        """(op, type, name) of every step of a preview that is not 'same'."""
+        document = json.loads(self.pulumi(stack, "preview", "--json").stdout)
+        return sorted(
+            (step["op"], step["urn"].split("::")[2].split("$")[-1], step["urn"].split("::")[-1])
+            for step in document.get("steps", []) if step.get("op") != "same"
+        )
+
+    def kube_objects(self, stack: str) -> dict[tuple[str, str, str], str]:
+        """(kind, namespace, name) -> URN of every Kubernetes object in the stack's state."""
+        exported = json.loads(self.pulumi(stack, "stack", "export").stdout)
+        found = {}
+        for resource in exported["deployment"].get("resources", []):
+            if not resource["type"].startswith("kubernetes:") or resource.get("custom") is False:
+                continue
+            outputs = resource.get("outputs", {})
+            meta = outputs.get("metadata") or {}
+            if "kind" in outputs and meta.get("name"):
+                found[(outputs["kind"], meta.get("namespace", ""), meta["name"])] = resource["urn"]
+        return found
+
+
+def snapshot(client: Client) -> set[tuple[str, str, str]]:
+    """Every object of every listable resource the API server serves, volatile kinds aside."""
+    found = set()
+    groups = [("", "v1")] + [
+        (g["name"], g["preferredVersion"]["groupVersion"]) for g in client.get("/apis")["groups"]
+    ]
+    for _, group_version in groups:
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        for resource in client.get(base)["resources"]:
+            if "/" in resource["name"] or "list" not in resource["verbs"] or resource["kind"] in VOLATILE:
+                continue
+            for item in client.items(f"{base}/{resource['name']}"):
+                meta = item["metadata"]
+                if resource["kind"] == "Secret" and item.get("type") == "kubernetes.io/service-account-token":
+                    continue
+                found.add((resource["kind"], meta.get("namespace", ""), meta["name"]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(control_plane: ControlPlane, tmp_path_factory):
+    before = snapshot(control_plane.admin)
+    project = Project(tmp_path_factory.mktemp("cluster-up"), control_plane)
+    project.pulumi(PLATFORM_STACK, "stack", "init", PLATFORM_STACK)
+    project.write_config(PLATFORM_STACK, "platform", platform_config(control_plane.kubeconfig))
+    return project, before
+
+
+def _pods(client: Client, namespace_prefix: str) -> list[dict]:
+    return [p for p in client.items("/api/v1/pods") if p["metadata"]["namespace"].startswith(namespace_prefix)]
+
+
+def test_1_up_creates_the_platform_for_real(cluster):
+    project, _ = cluster
+    plane = project.plane
+    started = time.monotonic()
+    project.pulumi(PLATFORM_STACK, "up", "--yes", "--skip-preview")
+    print(f"pulumi up of the platform: {time.monotonic() - started:.0f} s")
+    client = plane.admin
+    # Every workload the provider awaited is ready; every Job completed; every claim is bound.
+    deployments = [d for d in client.items("/apis/apps/v1/deployments") if d["metadata"]["namespace"].startswith("mlplane-")]
+    assert deployments
+    for d in deployments:
+        assert d["status"].get("readyReplicas", 0) == d["spec"]["replicas"], (d["metadata"], d["status"])
+    for s in client.items("/apis/apps/v1/statefulsets"):
+        assert s["status"].get("readyReplicas", 0) == s["spec"]["replicas"], (s["metadata"], s["status"])
+    jobs = [j for j in client.items("/apis/batch/v1/jobs") if j["metadata"]["namespace"].startswith("mlplane-")]
+    assert jobs
+    for j in jobs:
+        assert j["status"].get("succeeded") == 1, (j["metadata"]["name"], j["status"])
+    claims = client.items("/api/v1/persistentvolumeclaims")
+    assert claims and all(c["status"]["phase"] == "Bound" for c in claims), claims
+    # Pods were admitted for real by Pod Security (enforce: restricted in every namespace).
+    pods = _pods(client, "mlplane-")
+    assert pods and all(p["status"]["phase"] in ("Running", "Succeeded") for p in pods)
+    for ns in {p["metadata"]["namespace"] for p in pods}:
+        labels = client.get(f"/api/v1/namespaces/{ns}")["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted", ns
+    failed = [e for e in client.items("/api/v1/events") if e.get("reason") == "FailedCreate"]
+    assert not failed, [e["message"] for e in failed]
+    # The custom resources exist as the CRDs' validation accepted them.
+    gateway = client.get("/apis/gateway.networking.k8s.io/v1/namespaces/mlplane-gateway/gateways/mlplane")
+    assert gateway["spec"]["gatewayClassName"] == "mlplane"
+    assert client.items("/apis/gateway.networking.k8s.io/v1/httproutes")
+
+
+def test_2_a_second_preview_expects_no_changes(cluster):
+    project, _ = cluster
+    project.pulumi(PLATFORM_STACK, "preview", "--expect-no-changes")
+
+
+def test_3_a_model_replica_change_updates_in_place(cluster):
+    project, _ = cluster
+    project.write_config(PLATFORM_STACK, "platform", platform_config(project.plane.kubeconfig, max_replicas=3))
+    assert project.changes(PLATFORM_STACK) == [
+        ("update", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "mlplane-serving-iris-hpa")
+    ]
+    project.pulumi(PLATFORM_STACK, "up", "--yes", "--skip-preview")
+    hpa = project.plane.admin.get("/apis/autoscaling/v2/namespaces/mlplane-serving/horizontalpodautoscalers/iris")
+    assert hpa["spec"]["maxReplicas"] == 3
+    project.pulumi(PLATFORM_STACK, "preview", "--expect-no-changes")
+
+
+def test_4_a_setup_job_input_change_replaces_the_job(cluster):
+    """The storage setup Job's resources are an input of that Job only, and a Job's pod template
+    is immutable: the preview shows that Job replaced and nothing else; the up replaces it."""
+    project, _ = cluster
+    client = project.plane.admin
+    old_jobs = {j["metadata"]["name"] for j in client.items("/apis/batch/v1/namespaces/mlplane-storage/jobs")}
+    project.write_config(PLATFORM_STACK, "platform", platform_config(
+        project.plane.kubeconfig, max_replicas=3, setup_job_cpu="300m"))
+    changes = project.changes(PLATFORM_STACK)
+    replaced = [c for c in changes if c[0] == "replace"]
+    assert replaced and all(c[1] == "kubernetes:batch/v1:Job" for c in replaced), changes
+    assert {c[0] for c in changes} <= {"replace", "update"}, changes
+    assert not [c for c in changes if c[0] == "update" and c[1] == "kubernetes:batch/v1:Job"], changes
+    project.pulumi(PLATFORM_STACK, "up", "--yes", "--skip-preview")
+    new_jobs = {j["metadata"]["name"] for j in client.items("/apis/batch/v1/namespaces/mlplane-storage/jobs")}
+    assert new_jobs - old_jobs and not (old_jobs & new_jobs) - {n for n in old_jobs if n in new_jobs}
+    project.pulumi(PLATFORM_STACK, "preview", "--expect-no-changes")
+
+
+def test_5_two_teams_with_prefix_sharing_names_up_side_by_side(cluster):
+    project, _ = cluster
+    for team, user in TEAMS.items():
+        done = project.mlplane("team", "create", team, "--platform-stack", PLATFORM_STACK, "--user", user,
+                               "--service", "tracking", "--service", "object_storage", "--service", "monitoring")
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-4000:]
+    owned = {team: project.kube_objects(f"team-{team}") for team in TEAMS}
+    platform = project.kube_objects(PLATFORM_STACK)
+    assert owned["ab"] and owned["ab-c"]
+    # No object is managed by two stacks.
+    assert not set(owned["ab"]) & set(owned["ab-c"])
+    assert not (set(owned["ab"]) | set(owned["ab-c"])) & set(platform)
+    # The platform is untouched by the teams.
+    project.pulumi(PLATFORM_STACK, "preview", "--expect-no-changes")
+    for team in TEAMS:
+        project.pulumi(f"team-{team}", "preview", "--expect-no-changes")
+
+
+def _can(client: Client, user: str, verb: str, resource: str, namespace: str) -> bool:
+    review = client.ok("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace,
+                                                       "group": "apps" if resource == "deployments" else ""}},
+    })
+    return review["status"]["allowed"]
+
+
+def test_6_neither_team_can_change_the_others_objects(cluster):
+    project, _ = cluster
+    client = project.plane.admin
+    for team, user in TEAMS.items():
+        for other in TEAMS:
+            for ns in (f"mlplane-team-{other}", f"mlplane-team-{other}-serving"):
+                for verb, resource in (("create", "deployments"), ("delete", "configmaps"), ("update", "secrets")):
+                    assert _can(client, user, verb, resource, ns) == (team == other), (user, verb, resource, ns)
+    # The same with a real request as the other team's member (impersonated), server-side dry run.
+    status, payload = client.request(
+        "POST", "/api/v1/namespaces/mlplane-team-ab/configmaps?dryRun=All",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "intruder"}},
+        headers={"Impersonate-User": TEAMS["ab-c"]},
+    )
+    assert status == 403, payload
+    status, payload = client.request(
+        "POST", "/api/v1/namespaces/mlplane-team-ab-c/configmaps?dryRun=All",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "own"}},
+        headers={"Impersonate-User": TEAMS["ab-c"]},
+    )
+    assert status == 201, payload
+
+
+def test_7_a_stack_cannot_take_over_another_stacks_objects(cluster):
+    """A third stack declaring team "ab" again (the CLI refuses it; here it is forced with pulumi
+    directly) fails on the first object that exists, and team ab's objects are left as they were."""
+    project, _ = cluster
+    client = project.plane.admin
+    path = "/api/v1/namespaces/mlplane-team-ab/configmaps/team-environment"
+    before = client.get(path)["metadata"]
+    team_config = yaml.safe_load((project.dir / "stacks" / "Pulumi.team-ab.yaml").read_text())
+    project.pulumi("team-ab-copy", "stack", "init", "team-ab-copy")
+    (project.dir / "stacks" / "Pulumi.team-ab-copy.yaml").write_text(yaml.safe_dump(team_config))
+    try:
+        result = project.pulumi("team-ab-copy", "up", "--yes", "--skip-preview", check=False)
+        assert result.returncode != 0, result.stdout[-4000:]
+        assert "already exists" in result.stdout + result.stderr, result.stdout[-4000:]
+        after = client.get(path)["metadata"]
+        assert after["resourceVersion"] == before["resourceVersion"]
+        assert after["managedFields"] == before["managedFields"]
+        assert project.kube_objects("team-ab-copy").keys().isdisjoint(project.kube_objects("team-ab"))
+    finally:
+        project.pulumi("team-ab-copy", "destroy", "--yes", "--skip-preview")
+        project.pulumi("team-ab-copy", "stack", "rm", "--yes")
+    project.pulumi("team-ab", "preview", "--expect-no-changes")
+
+
+def test_8_destroy_leaves_the_cluster_as_it_was(cluster):
+    project, before = cluster
+    client = project.plane.admin
+    for team in TEAMS:
+        done = project.mlplane("team", "destroy", team, "--yes")
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-4000:]
+    project.pulumi(PLATFORM_STACK, "destroy", "--yes", "--skip-preview")
+    exported = json.loads(project.pulumi(PLATFORM_STACK, "stack", "export").stdout)
+    assert exported["deployment"].get("resources", []) == []
+
+    def restored() -> bool:
+        return snapshot(client) == before
+
+    try:
+        project.plane.wait("the cluster as it was before", restored, 180)
+    except AssertionError:
+        after = snapshot(client)
+        raise AssertionError(f"left behind: {sorted(after - before)}; removed: {sorted(before - after)}") from None
