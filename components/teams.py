@@ -45,8 +45,11 @@ TEAM_CONFIG_KEY = f"mlplane:{TEAM_KEY}"
 #: Set (to 'delete-data' or 'keep-data') only in the config of the offboarding run before destroy.
 OFFBOARDING_KEY = "mlplane:offboarding"
 OFFBOARDING_MODES = ("delete-data", "keep-data")
+#: Only for state on this machine (a file backend): see mlplane.secrets_provider.
 DEFAULT_PASSPHRASE = "mlplane-local"
 EXIT_FAILED = 1
+#: Width of `team list` when stdout is not a terminal: wide enough that no cell is ever cut.
+LIST_WIDTH = 1000
 
 
 class DeployError(Exception):
@@ -307,15 +310,31 @@ def backend_url(project: Path) -> str:
     return os.environ.get("PULUMI_BACKEND_URL") or f"file://{project}/.state"
 
 
-def require_pulumi() -> str:
-    """The Pulumi CLI on PATH, or a DeployError saying what to do (nothing has been written)."""
+#: What was (not) done when a deploying command stops early, and what works without Pulumi,
+#: per command: each command says its own words (only `create` writes a config file).
+STOPPED = {
+    "create": (
+        "nothing was written or deployed",
+        "`mlplane team create NAME --platform-stack STACK --config-only` writes the config without "
+        "deploying, and `mlplane render --stack team-NAME` renders it offline",
+    ),
+    "preview": (
+        "nothing was previewed",
+        "`mlplane plan --stack team-NAME` and `mlplane render --stack team-NAME` show the team's "
+        "objects offline",
+    ),
+    "destroy": ("nothing was changed", "the team's config file and stack are untouched"),
+}
+
+
+def require_pulumi(command: str = "create") -> str:
+    """The Pulumi CLI on PATH, or a DeployError saying what to do (``command`` stopped early)."""
     found = shutil.which("pulumi")
     if found is None:
+        stopped, instead = STOPPED[command]
         raise DeployError(
             "the Pulumi CLI is not on PATH: install it (https://www.pulumi.com/docs/install/) and "
-            "run the command again; nothing was written or deployed. `mlplane team create NAME "
-            "--platform-stack STACK --config-only` writes the config without deploying, and "
-            "`mlplane render --stack team-NAME` renders it offline"
+            f"run the command again; {stopped}. {instead[0].upper()}{instead[1:]}"
         )
     return found
 
@@ -324,11 +343,13 @@ def workspace_env(project: Path) -> dict[str, str]:
     backend = backend_url(project)
     if backend.startswith("file://"):
         Path(backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
-    return {
-        "PULUMI_BACKEND_URL": backend,
-        "PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", DEFAULT_PASSPHRASE),
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-    }
+    from .secrets_provider import SecretsProviderError, passphrase_env
+
+    try:
+        secrets = passphrase_env(backend, sorted((project / "stacks").glob("Pulumi.*.yaml")))
+    except SecretsProviderError as error:
+        raise DeployError(f"{error}; nothing was written or deployed") from None
+    return {"PULUMI_BACKEND_URL": backend, **secrets, "PULUMI_SKIP_UPDATE_CHECK": "true"}
 
 
 def _workspace(project: Path) -> Any:
@@ -342,12 +363,12 @@ def deployed_stacks(project: Path) -> dict[str, Any]:
     return {summary.name: summary for summary in _workspace(project).list_stacks()}
 
 
-def require_platform_deployed(team: TeamConfig, project: Path) -> None:
+def require_platform_deployed(team: TeamConfig, project: Path, command: str = "create") -> None:
     local = team.platform_stack.rsplit("/", 1)[-1]
     if "/" not in team.platform_stack and local not in deployed_stacks(project):
         raise DeployError(
             f"platform stack '{local}' is not deployed in {backend_url(project)}: deploy it first "
-            f"(`pulumi up --stack {local}`, or scripts/up.sh); nothing was written or deployed"
+            f"(`pulumi up --stack {local}`, or scripts/up.sh); {STOPPED[command][0]}"
         )
 
 
@@ -675,8 +696,8 @@ def preview_cmd(name: NameArg) -> None:
     team, project, _ = _existing(name)
 
     def run() -> None:
-        require_pulumi()
-        require_platform_deployed(team, project)
+        require_pulumi("preview")
+        require_platform_deployed(team, project, "preview")
         preview(team, project, lambda line: out.print(line, markup=False))
 
     _exit_on_deploy_error(run)
@@ -695,7 +716,7 @@ def destroy_cmd(
     team, project, path = _existing(name)
 
     def run() -> None:
-        require_pulumi()
+        require_pulumi("destroy")
         what = "its namespaces and everything in them" + ("" if keep_data else ", its bucket and its MLflow workspace")
         if not yes and not typer.confirm(f"Destroy team '{name}': {what}?"):
             raise DeployError("cancelled; nothing was changed")
@@ -720,7 +741,8 @@ def list_cmd(
         return
     table = Table(title="mlplane teams")
     for column in ("team", "platform", "CPU req/lim", "memory req/lim", "GPUs", "pods", "storage", "services", "state"):
-        table.add_column(column)
+        # Wrapped, never cut with an ellipsis: a team name must be readable whole.
+        table.add_column(column, overflow="fold")
     for row in rows:
         if row.team is None:
             table.add_row(row.stack, "", "", "", "", "", "", f"invalid: {row.problem}", row.state)
@@ -731,7 +753,13 @@ def list_cmd(
             f"{work.requests_memory}/{work.limits_memory}", str(work.gpus), str(work.pods), work.storage,
             ", ".join(row.team.services), row.state,
         )
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)
+    else:
+        # Piped or redirected: no terminal width to fit, so one line per team, nothing wrapped.
+        from rich.console import Console
+
+        Console(highlight=False, width=LIST_WIDTH, file=sys.stdout).print(table, crop=False, soft_wrap=False)
 
 
 # --------------------------------------------------------------------------------------------
