@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run every test: unit tests with mocks, the offline render checked by schemas and checkov,
-# tests against real servers (PostgreSQL, MLflow, moto S3, promtool), and the end-to-end tests
-# with the real Pulumi engine. Installs what it needs; expensive tools are cached by version.
+# tests against real servers (PostgreSQL, MLflow, moto S3, promtool), the CI templates linted
+# (actionlint, zizmor), the package built and installed into fresh virtualenvs from its wheel
+# (pytest marker `packaging`), and the end-to-end tests with the real Pulumi engine. Installs what
+# it needs; expensive tools are cached by version.
 #
 #   ./scripts/test.sh            everything
 #   ./scripts/test.sh -k render  extra arguments go to pytest (unit + servers run only)
@@ -10,8 +12,11 @@ source "$(dirname "$0")/lib.sh"
 CACHE="${MLPLANE_CACHE:-$HOME/.cache/mlplane}"
 CHECKOV_VERSION=3.3.30
 
-install_python
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,servers]"
+MLPLANE_EXTRAS=test,servers MLPLANE_PIP_QUIET=1 install_python
+
+# actionlint for the CI-template tests, built from its Go module (cached by version).
+bash "$ROOT/scripts/bootstrap-linters.sh"
+export MLPLANE_ACTIONLINT="$(bash "$ROOT/scripts/bootstrap-linters.sh" --print-path)"
 
 # checkov pins old versions of packages mlplane uses: it gets its own virtualenv.
 CHECKOV_VENV="$CACHE/checkov-$CHECKOV_VERSION"
@@ -54,8 +59,13 @@ if [[ $# -eq 0 && "${MLPLANE_SKIP_E2E:-0}" != 1 ]]; then
   bash "$ROOT/scripts/bootstrap-engine.sh"
   # A real kube-apiserver + etcd (cold ~9 min, cached by version) for server-side dry runs.
   bash "$ROOT/scripts/bootstrap-apiserver.sh"
+  # kube-controller-manager, kube-scheduler, kwok and the Gateway/Envoy Gateway CRDs for the
+  # cluster tests (cold ~N min after the API server, cached by version; docs/e2e.md).
+  bash "$ROOT/scripts/bootstrap-cluster.sh"
   export MLPLANE_APISERVER=1
   export PATH="$(bash "$ROOT/scripts/bootstrap-engine.sh" --print-bin-dir):$PATH"
   say "end-to-end tests with the real Pulumi engine"
   "$VENV/bin/python" -m pytest -m e2e
+  say "pulumi up against a real control plane with simulated nodes (kwok)"
+  "$VENV/bin/python" -m pytest -m cluster
 fi
