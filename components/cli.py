@@ -15,7 +15,7 @@ from rich.console import Console
 
 from . import interrupts, progress
 from . import render as render_mod
-from .render_output import OutputRefused, write_render  # noqa: F401 (write_render: used by tests and callers)
+from .render_output import OutputRefused, check_directory, write_render  # noqa: F401 (write_render: used by tests and callers)
 from .config import (
     NAMESPACE,
     NO_PLATFORM_HOW,
@@ -334,6 +334,8 @@ def render_cmd(
     earlier render wrote (listed in DIR/.mlplane-render.json), all at once, and never a file
     mlplane did not write (docs/render-output.md).
     """
+    # The directory is checked before the slow render, and again when the render is written.
+    writing_to(out_dir, lambda: check_directory(out_dir, adopt=adopt_dir, force=force))
     if stack is not None and TEAM_KEY in read_stack_config(stack):
         result = teams.render_stack(stack)
     else:

@@ -108,6 +108,13 @@ def write_render(result: Any, directory: Path, *, adopt: bool = False, force: bo
     return write_files(directory, render_files(result), adopt=adopt, force=force)
 
 
+def check_directory(directory: Path, *, adopt: bool = False, force: bool = False) -> None:
+    """Refuse early (before the slow render) what :func:`write_files` would refuse whatever the
+    render holds; write_files checks again, with the render's own file names, under its lock."""
+    if os.path.lexists(directory):
+        _survey(directory, set(TOP_LEVEL_FILES), adopt=adopt, force=force)
+
+
 def digest(content: bytes) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
