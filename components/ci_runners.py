@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from . import kube, versions
+from . import kube
 from .config import CiRunnersConfig, Resources
 
 TYPE = "mlplane:ci:Runners"
@@ -386,7 +386,7 @@ class CiRunners(pulumi.ComponentResource):
         controller_ns, runner_ns = self._namespaces(name, args)
         inputs = self._runner_inputs(name, args, runner_ns)
         platform, cfg = args.platform, args.config
-        controller_chart = versions.CHARTS["arc-controller"]
+        controller_chart = platform.chart("arc-controller")
         controller = k8s.helm.v4.Chart(
             f"{name}-controller",
             chart=controller_chart.chart,
@@ -396,7 +396,7 @@ class CiRunners(pulumi.ComponentResource):
             values=controller_values(cfg, platform, f"{platform.name}-ci-runners"),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[controller_ns, runner_ns]),
         )
-        scale_set_chart = versions.CHARTS["arc-scale-set"]
+        scale_set_chart = platform.chart("arc-scale-set")
         k8s.helm.v4.Chart(
             f"{name}-scale-set",
             chart=scale_set_chart.chart,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -156,6 +158,21 @@ Storage = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_stora
 Duration = Annotated[str, AfterValidator(_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 RegistryHost = Annotated[str, AfterValidator(_registry_host)]
+#: The Helm charts mlplane installs (keys of versions.CHARTS).
+ChartKey = Literal["envoy-gateway", "arc-controller", "arc-scale-set"]
+
+
+def project_path(value: str) -> Path:
+    """A path from the config: relative ones are relative to the project directory (the nearest
+    directory holding Pulumi.yaml, from the working directory up), as the engine and CLI see it."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    here = Path.cwd().resolve()
+    for candidate in [here, *here.parents]:
+        if (candidate / "Pulumi.yaml").is_file():
+            return candidate / path
+    return here / path
 
 
 def _minor_version_text(value: Any) -> Any:
@@ -237,6 +254,58 @@ class ImagesConfig(_Model):
             "installs. The repository path and pinned tag are kept. Default: upstream registries."
         ),
     )
+    chart_mirror: RegistryHost | None = Field(
+        default=None,
+        description=(
+            "Pull the Helm charts (Envoy Gateway, ARC) from this OCI registry host (and optional "
+            "path) instead of their upstream registries, e.g. 'mirror.corp.example/charts'. The "
+            "repository path and pinned version are kept. Default: upstream registries."
+        ),
+    )
+    chart_paths: dict[ChartKey, str] = Field(
+        default_factory=dict,
+        description=(
+            "Install these charts from a local chart directory or `.tgz` archive instead of a "
+            "registry, for air-gapped clusters: chart key (`envoy-gateway`, `arc-controller`, "
+            "`arc-scale-set`) -> path, relative to the project directory (the one holding "
+            "Pulumi.yaml) or absolute. It must exist; use the version pinned in versions.py. "
+            "Default: none (charts come from their registry or `chart_mirror`)."
+        ),
+    )
+    lock_file: str | None = Field(
+        default=None,
+        description=(
+            "Image lock written by `mlplane images lock` (path relative to the project "
+            "directory, e.g. 'stacks/images.local.lock.json'). Locked images are pulled as "
+            "`image:tag@sha256:...`, and those workloads no longer need the CKV_K8S_43 "
+            "exception. A lock whose entries name other tags or another mirror than the stack "
+            "uses is rejected: run `mlplane images lock` again. Default: images by tag."
+        ),
+    )
+    _lock: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _local_sources(self) -> ImagesConfig:
+        problems = []
+        for key, value in self.chart_paths.items():
+            if not str(value).strip():
+                problems.append(f"chart_paths.{key}: must be a path (given: {value!r})")
+            elif not project_path(value).exists():
+                problems.append(f"chart_paths.{key}: {value} does not exist (resolved: {project_path(value)})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.lock_file is not None:
+            from .images import LockError, read_lock
+
+            try:
+                self._lock = read_lock(project_path(self.lock_file), self.registry_mirror, self.chart_mirror)
+            except LockError as error:
+                raise ValueError(f"lock_file: {error}") from None
+        return self
+
+    def locked(self) -> dict[str, Any] | None:
+        """The loaded lock (``images`` and ``charts`` entries), or None without ``lock_file``."""
+        return self._lock
 
 
 class LifecycleConfig(_Model):

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import versions
-from .config import Resources
+from .config import ImagesConfig, Resources, project_path
 
 #: Label keys mlplane puts on everything it creates.
 PART_OF = "app.kubernetes.io/part-of"
@@ -33,6 +33,54 @@ CHECKOV_SKIP = "checkov.io/skip"
 DIGEST_SKIP = ("CKV_K8S_43", versions.DIGEST_EXCEPTION)
 
 
+def drop_digest_exception(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Transformation: an object whose containers all pull by digest loses the DIGEST_SKIP note.
+
+    Registered on the Platform and Team components, so it sees every object they create; the
+    remaining ``checkov.io/skipN`` annotations are renumbered. Objects whose images are not all
+    known strings with ``@sha256:`` keep the exception.
+    """
+    props = args.props
+    meta = props.get("metadata") if isinstance(props, Mapping) else None
+    notes = meta.get("annotations") if isinstance(meta, Mapping) else None
+    digest_note = f"{DIGEST_SKIP[0]}={DIGEST_SKIP[1]}"
+    if not isinstance(notes, Mapping) or digest_note not in notes.values():
+        return None
+    images = list(_container_images(props.get("spec")))
+    if not images or not all(isinstance(image, str) and "@sha256:" in image for image in images):
+        return None
+    skips = sorted(
+        ((int(k[len(CHECKOV_SKIP):]), v) for k, v in notes.items() if k.startswith(CHECKOV_SKIP) and k[len(CHECKOV_SKIP):].isdigit()),
+    )
+    kept = {k: v for k, v in notes.items() if not (k.startswith(CHECKOV_SKIP) and k[len(CHECKOV_SKIP):].isdigit())}
+    kept.update({f"{CHECKOV_SKIP}{i + 1}": v for i, (_, v) in enumerate(s for s in skips if s[1] != digest_note)})
+    metadata = {k: v for k, v in meta.items() if k != "annotations"}
+    if kept:
+        metadata["annotations"] = kept
+    return pulumi.ResourceTransformationResult(props={**props, "metadata": metadata}, opts=args.opts)
+
+
+#: Keys on the way to a pod's containers: an unresolved Output there may hide an image.
+_POD_PATH = ("spec", "template", "jobTemplate", "containers", "initContainers")
+
+
+def _container_images(node: Any) -> Any:
+    """Every container image in a pod-bearing spec (None for one that is not a known string)."""
+    if isinstance(node, pulumi.Output):
+        yield None
+    elif isinstance(node, Mapping):
+        for key in ("containers", "initContainers"):
+            containers = node.get(key) or []
+            if isinstance(containers, pulumi.Output):
+                yield None
+                continue
+            for container in containers:
+                yield container.get("image") if isinstance(container, Mapping) else None
+        for key in ("spec", "template", "jobTemplate"):
+            if key in node:
+                yield from _container_images(node[key])
+
+
 @dataclass(frozen=True)
 class Platform:
     """What every component needs to know about the platform it belongs to.
@@ -46,10 +94,29 @@ class Platform:
     #: Resolves a secret config key (a ``*_key`` field of the config) to its secret value.
     secret: Callable[[str], pulumi.Output[str]]
     registry_mirror: str | None = None
+    #: The config's ``images`` section (chart mirror and paths, image lock); None: upstream
+    #: charts and images by tag.
+    images: ImagesConfig | None = None
 
     def image(self, key: str) -> str:
-        """The pinned reference of an upstream image, through the mirror when one is set."""
-        return versions.IMAGES[key].ref(self.registry_mirror)
+        """The pinned reference of an upstream image, through the mirror when one is set, with
+        its digest (``image:tag@sha256:...``) when the stack's image lock holds it."""
+        ref = versions.IMAGES[key].ref(self.registry_mirror)
+        lock = self.images.locked() if self.images is not None else None
+        entry = (lock or {}).get("images", {}).get(key)
+        if entry and entry.get("ref") == ref:
+            return f"{ref}@{entry['digest']}"
+        return ref
+
+    def chart(self, key: str) -> versions.Chart:
+        """Where a pinned chart comes from: a local path (no version), the chart mirror, or upstream."""
+        pinned = versions.CHARTS[key]
+        if self.images is None:
+            return pinned
+        path = self.images.chart_paths.get(key)  # type: ignore[call-overload]
+        if path is not None:
+            return versions.Chart(str(project_path(path)), None)
+        return versions.Chart(pinned.ref(self.images.chart_mirror), pinned.version)
 
     def labels(self, component: str, name: str | None = None) -> dict[str, str]:
         return {

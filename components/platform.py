@@ -38,7 +38,8 @@ class Platform(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(TYPE, name, None, opts)
+        # Objects whose images are all locked by digest drop the CKV_K8S_43 exception.
+        super().__init__(TYPE, name, None, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transformations=[kube.drop_digest_exception])))
         config = args.config
         protect = not config.lifecycle.throwaway
         child = pulumi.ResourceOptions(parent=self)
@@ -55,6 +56,7 @@ class Platform(pulumi.ComponentResource):
             protect_stateful=protect,
             secret=args.secret,
             registry_mirror=config.images.registry_mirror,
+            images=config.images,
         )
         within = pulumi.ResourceOptions(parent=self, providers=[provider])
 

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import kube, versions
+from . import kube
 from .config import Resources, RoutingConfig
 
 TYPE = "mlplane:routing:Routing"
@@ -239,7 +239,7 @@ class Routing(pulumi.ComponentResource):
         controller: pulumi.Resource = ns
         if cfg.controller == "bundled":
             certgen = self._certgen(name, args, ns)
-            chart_ref = versions.CHARTS["envoy-gateway"]
+            chart_ref = platform.chart("envoy-gateway")
             controller = k8s.helm.v4.Chart(
                 f"{name}-chart",
                 chart=chart_ref.chart,

@@ -33,7 +33,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from . import ci_runners, kube, monitoring, object_storage, serving, tracking, versions
+from . import ci_runners, kube, monitoring, object_storage, serving, tracking
 from .config import CiRunnersConfig, PlatformConfig, Resources
 from .team_config import QuotaConfig, TeamConfig
 
@@ -327,19 +327,20 @@ class Team(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: TeamArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(TYPE, name, None, opts)
+        # Objects whose images are all locked by digest drop the CKV_K8S_43 exception.
+        super().__init__(TYPE, name, None, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transformations=[kube.drop_digest_exception])))
         cfg, plat = args.config, args.platform
         self._name, self._args = name, args
         work_name, serving_name = cfg.namespaces(plat.name)
         #: The team's own labelling context: everything it creates is part of its work namespace.
         self._team = kube.Platform(
             name=work_name, provider=args.provider, protect_stateful=False, secret=args.secret,
-            registry_mirror=plat.images.registry_mirror,
+            registry_mirror=plat.images.registry_mirror, images=plat.images,
         )
         #: The platform's context: its images, pod selectors and namespaces.
         self._platform = kube.Platform(
             name=plat.name, provider=args.provider, protect_stateful=False, secret=args.secret,
-            registry_mirror=plat.images.registry_mirror,
+            registry_mirror=plat.images.registry_mirror, images=plat.images,
         )
         self.work = self._namespace("work", work_name, gateway_access=False)
         self.serving = self._namespace("serving", serving_name, gateway_access=True)
@@ -845,7 +846,7 @@ class Team(pulumi.ComponentResource):
         )
         labels = self._labels("runners")
         inputs = self._runner_inputs(ci_args, labels)
-        controller_chart = versions.CHARTS["arc-controller"]
+        controller_chart = self._platform.chart("arc-controller")
         controller = k8s.helm.v4.Chart(
             f"{self._name}-runner-controller",
             chart=controller_chart.chart,
@@ -860,7 +861,7 @@ class Team(pulumi.ComponentResource):
         )
         values = ci_runners.scale_set_values(ci_args, namespace)
         values["template"]["spec"]["serviceAccountName"] = RUNNER_ACCOUNT
-        scale_set_chart = versions.CHARTS["arc-scale-set"]
+        scale_set_chart = self._platform.chart("arc-scale-set")
         k8s.helm.v4.Chart(
             f"{self._name}-runner-scale-set",
             chart=scale_set_chart.chart,

@@ -36,7 +36,8 @@ class Chart:
     """A Helm chart from an OCI registry, pinned to a version."""
 
     chart: str
-    version: str
+    #: None for a chart from a local path (``images.chart_paths``): the chart carries its version.
+    version: str | None
 
     @property
     def registry(self) -> str:
