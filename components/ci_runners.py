@@ -15,6 +15,8 @@ import yaml
 
 from . import kube
 from .config import CiRunnersConfig, Resources
+from .registry import REGISTRY_CONTAINER_PORT as REGISTRY_PORT
+from .tracking import PORT as TRACKING_PORT
 
 TYPE = "mlplane:ci:Runners"
 #: UID of the `runner` user in the actions-runner image.
@@ -329,6 +331,30 @@ def scale_set_values(args: CiRunnersArgs, controller_namespace: str) -> dict[str
     return values
 
 
+def egress_rules(args: CiRunnersArgs, role: str) -> list[dict[str, Any]]:
+    """Where the pods of the controller namespace (controller, listener) or of the runner
+    namespace (runners, job pods, dind) may connect, besides DNS.
+
+    GitHub (github.com, api.github.com, the Actions service, action and package downloads) has
+    no fixed addresses a policy could name: HTTPS (443) to any address but the cloud metadata
+    endpoint. The API server: the controller and listener always, runners in the 'kubernetes*'
+    modes (the container hooks create job pods). Runners and jobs also reach MLflow, and the
+    bundled registry, a container on kind's network (not a pod: by address, on its port 5000).
+    """
+    rules = [kube.internet_egress(443)]
+    if role == "controller" or args.config.container_mode in KUBERNETES_MODES:
+        rules.append(kube.api_server_egress())
+    if role == "runner":
+        name = args.platform.name
+        rules.append(
+            {"to": [kube.pods_peer(f"{name}-tracking", args.platform.selector("tracking", "mlflow"))],
+             "ports": kube.tcp(TRACKING_PORT)}
+        )
+        if args.registry_insecure:
+            rules.append(kube.internet_egress(REGISTRY_PORT))
+    return rules
+
+
 def chart_workloads(config: CiRunnersConfig) -> list[tuple[str, int, Resources]]:
     """Pods the ARC charts and controller run, which a render cannot show.
 
@@ -442,6 +468,16 @@ class CiRunners(pulumi.ComponentResource):
                 metadata={"name": "deny-ingress", "namespace": namespace.metadata.name, "labels": labels},
                 spec={"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []},
                 opts=pulumi.ResourceOptions(parent=self),
+            )
+            kube.isolate_namespace(f"{name}-{role}", namespace=namespace.metadata.name, labels=labels, parent=self)
+            kube.egress_only_to(
+                f"{name}-{role}-egress",
+                name=f"{role}-egress",
+                namespace=namespace.metadata.name,
+                labels=labels,
+                pods=None,
+                rules=egress_rules(args, role),
+                parent=self,
             )
         return controller_ns, runner_ns
 

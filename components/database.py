@@ -85,6 +85,8 @@ class Database(pulumi.ComponentResource):
         ns_name = f"{platform.name}-database"
         ns = kube.namespace(platform, f"{name}-namespace", ns_name, parent=self, component="database")
         namespace = ns.metadata.name
+        # PostgreSQL calls out to nothing: default deny, DNS only.
+        kube.isolate_namespace(name, namespace=namespace, labels=labels, parent=self)
 
         password = random.RandomPassword(
             f"{name}-password",

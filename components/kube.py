@@ -473,3 +473,114 @@ def ingress_only_on(
 def namespace_peer(namespace: str) -> dict[str, Any]:
     """A NetworkPolicy peer: every pod in one namespace (by its automatic name label)."""
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+# --------------------------------------------------------------------------------------------
+# Egress: default deny, and the allows each flow needs (platform and team namespaces share these)
+# --------------------------------------------------------------------------------------------
+
+#: Cloud instance metadata endpoints (AWS, GCP, Azure, OpenStack: 169.254.169.254; AWS IPv6:
+#: fd00:ec2::254). Every rule that allows "anywhere" excepts them: a pod holding credentials must
+#: not reach the node's cloud identity.
+METADATA_CIDRS = ("169.254.169.254/32",)
+METADATA_CIDRS_V6 = ("fd00:ec2::254/128",)
+#: The Kubernetes API server as pods reach it: the `kubernetes` Service on 443, which kube-proxy
+#: translates to the control plane's endpoint (kind: the control-plane node's IP, port 6443).
+#: NetworkPolicy sees the translated address, a node IP no pod or namespace selector can name, and
+#: the endpoint differs per cluster, so both ports are allowed to any address but the metadata one.
+API_SERVER_PORTS = (443, 6443)
+
+
+def tcp(*ports: int | str) -> list[dict[str, Any]]:
+    return [{"port": port, "protocol": "TCP"} for port in ports]
+
+
+def anywhere() -> list[dict[str, Any]]:
+    """NetworkPolicy peers: every IPv4 and IPv6 address except the cloud metadata endpoints."""
+    return [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(METADATA_CIDRS)}},
+        {"ipBlock": {"cidr": "::/0", "except": list(METADATA_CIDRS_V6)}},
+    ]
+
+
+def pods_peer(namespace: str, selector: Mapping[str, str]) -> dict[str, Any]:
+    """A NetworkPolicy peer: the selected pods in one namespace."""
+    return {**namespace_peer(namespace), "podSelector": {"matchLabels": dict(selector)}}
+
+
+def dns_egress() -> dict[str, Any]:
+    """Egress rule: cluster DNS (kube-system, k8s-app=kube-dns; CoreDNS keeps that label)."""
+    return {
+        "to": [{**namespace_peer("kube-system"), "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+
+
+def api_server_egress() -> dict[str, Any]:
+    """Egress rule: the Kubernetes API server (see API_SERVER_PORTS)."""
+    return {"to": anywhere(), "ports": tcp(*API_SERVER_PORTS)}
+
+
+def internet_egress(*ports: int) -> dict[str, Any]:
+    """Egress rule: any address but the metadata endpoints on ``ports`` (services with no fixed
+    addresses, such as GitHub's, or an external S3, PostgreSQL or registry)."""
+    return {"to": anywhere(), "ports": tcp(*ports)}
+
+
+def default_deny_spec(ingress: bool = True) -> dict[str, Any]:
+    """Every pod of the namespace: no egress (and no ingress) unless another policy allows it."""
+    return {"podSelector": {}, "policyTypes": ["Ingress", "Egress"] if ingress else ["Egress"]}
+
+
+def allow_dns_spec() -> dict[str, Any]:
+    return {"podSelector": {}, "policyTypes": ["Egress"], "egress": [dns_egress()]}
+
+
+def isolate_namespace(
+    resource_prefix: str,
+    *,
+    namespace: pulumi.Input[str],
+    labels: Mapping[str, str],
+    parent: pulumi.Resource,
+    ingress: bool = True,
+) -> list[k8s.networking.v1.NetworkPolicy]:
+    """``default-deny`` (ingress and egress, or egress only) and ``allow-dns`` for a namespace,
+    as team namespaces have them; every other flow needs its own allow (:func:`egress_only_to`)."""
+    return [
+        k8s.networking.v1.NetworkPolicy(
+            f"{resource_prefix}-default-deny",
+            metadata={"name": "default-deny", "namespace": namespace, "labels": dict(labels)},
+            spec=default_deny_spec(ingress),
+            opts=pulumi.ResourceOptions(parent=parent),
+        ),
+        k8s.networking.v1.NetworkPolicy(
+            f"{resource_prefix}-allow-dns",
+            metadata={"name": "allow-dns", "namespace": namespace, "labels": dict(labels)},
+            spec=allow_dns_spec(),
+            opts=pulumi.ResourceOptions(parent=parent),
+        ),
+    ]
+
+
+def egress_only_to(
+    resource_name: str,
+    *,
+    name: str,
+    namespace: pulumi.Input[str],
+    labels: Mapping[str, str],
+    pods: Mapping[str, str] | None,
+    rules: Sequence[pulumi.Input[Mapping[str, Any]]],
+    parent: pulumi.Resource,
+) -> k8s.networking.v1.NetworkPolicy:
+    """A NetworkPolicy allowing the selected pods (``None``: every pod of the namespace) egress
+    by ``rules`` (NetworkPolicy egress rules: ``to`` peers and ``ports``)."""
+    return k8s.networking.v1.NetworkPolicy(
+        resource_name,
+        metadata={"name": name, "namespace": namespace, "labels": dict(labels)},
+        spec={
+            "podSelector": {"matchLabels": dict(pods)} if pods else {},
+            "policyTypes": ["Egress"],
+            "egress": [dict(rule) if isinstance(rule, Mapping) else rule for rule in rules],
+        },
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

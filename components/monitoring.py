@@ -62,6 +62,9 @@ GRAFANA_PATHS = {
 #: ``data/plugins-bundled``: from Grafana 13.2 the Prometheus data source plugin lives only
 #: there (grafana/grafana PRs 129166, 129332). Nothing may be mounted at or under it.
 GRAFANA_HOME = "/usr/share/grafana"
+#: Team pods labelled ``mlplane.dev/scrape: metrics`` are scraped on their port of that name
+#: (team.SCRAPE_PORT; team stacks grant pod discovery in their namespaces).
+TEAM_SCRAPE_PORT = "metrics"
 #: Pod template annotation that changes (and so rolls the pod) when the configuration changes.
 CHECKSUM_ANNOTATION = "mlplane.dev/config-checksum"
 _JOB = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -313,6 +316,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         self._prometheus(name, args, ns)
         self._grafana(name, args, ns)
+        self._egress(name, args, ns)
         self.grafana_url = pulumi.Output.from_input(gateway.url("grafana"))
         self.prometheus_url = pulumi.Output.from_input(gateway.url("prometheus"))
         self.grafana_admin_user = pulumi.Output.from_input(ADMIN_USER)
@@ -326,6 +330,48 @@ class Monitoring(pulumi.ComponentResource):
                 "grafana_admin_password": self.grafana_admin_password,
                 "prometheus_url": self.prometheus_url,
             }
+        )
+
+    # -------------------------------------------------------------------------------- egress
+
+    def _egress(self, name: str, args: MonitoringArgs, ns: k8s.core.v1.Namespace) -> None:
+        """Default deny; Prometheus reaches the API server (Kubernetes service discovery) and
+        its targets (each scrape target's pods on their metrics port, and team pods labelled for
+        scraping), Grafana reaches Prometheus."""
+        platform = args.platform
+        namespace = ns.metadata.name
+        labels = platform.labels("monitoring")
+        kube.isolate_namespace(name, namespace=namespace, labels=labels, parent=self)
+        targets = [
+            {"to": [kube.pods_peer(target.namespace, target.selector)], "ports": kube.tcp(target.port)}
+            for target in args.scrape_targets
+        ]
+        teams = {
+            "namespaceSelector": {"matchExpressions": [{"key": kube.TEAM_LABEL, "operator": "Exists"}]},
+            "podSelector": {"matchLabels": {kube.SCRAPE: TEAM_SCRAPE_PORT}},
+        }
+        kube.egress_only_to(
+            f"{name}-prometheus-egress",
+            name="prometheus-egress",
+            namespace=namespace,
+            labels=platform.labels("monitoring", "prometheus"),
+            pods=platform.selector("monitoring", "prometheus"),
+            rules=[kube.api_server_egress(), *targets, {"to": [teams], "ports": kube.tcp(TEAM_SCRAPE_PORT)}],
+            parent=self,
+        )
+        kube.egress_only_to(
+            f"{name}-grafana-egress",
+            name="grafana-egress",
+            namespace=namespace,
+            labels=platform.labels("monitoring", "grafana"),
+            pods=platform.selector("monitoring", "grafana"),
+            rules=[
+                {
+                    "to": [{"podSelector": {"matchLabels": platform.selector("monitoring", "prometheus")}}],
+                    "ports": kube.tcp(PROMETHEUS_PORT),
+                }
+            ],
+            parent=self,
         )
 
     # ---------------------------------------------------------------------------- Prometheus

@@ -349,6 +349,7 @@ class ObjectStorage(pulumi.ComponentResource):
         )
         self._services(name, namespace, labels, selector)
         self._network_policies(name, namespace, labels, selector)
+        self._egress(name, namespace, labels, selector)
         kube.http_route(
             f"{name}-route",
             name="s3",
@@ -544,6 +545,33 @@ class ObjectStorage(pulumi.ComponentResource):
                 ],
             },
             opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+    def _egress(
+        self, name: str, namespace: pulumi.Output[str], labels: Mapping[str, str], selector: Mapping[str, str]
+    ) -> None:
+        """Default deny; SeaweedFS talks to itself only, grant Jobs to its master, filer and S3."""
+        kube.isolate_namespace(name, namespace=namespace, labels=labels, parent=self)
+        admin_ports = (MASTER_PORT, MASTER_PORT + GRPC_OFFSET, FILER_PORT, FILER_PORT + GRPC_OFFSET, S3_PORT)
+        to_server = [{"podSelector": {"matchLabels": dict(selector)}}]
+        kube.egress_only_to(
+            f"{name}-egress",
+            name=f"{SERVICE}-egress",
+            namespace=namespace,
+            labels=labels,
+            pods=selector,
+            rules=[{"to": to_server}],
+            parent=self,
+        )
+        kube.egress_only_to(
+            f"{name}-grant-egress",
+            name="s3-grant-egress",
+            namespace=namespace,
+            labels=labels,
+            pods={ADMIN_CLIENT_LABEL: "true"},
+            rules=[{"to": to_server, "ports": _tcp(*admin_ports)}],
+            parent=self,
         )
 
 

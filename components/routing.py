@@ -233,6 +233,7 @@ class Routing(pulumi.ComponentResource):
         ns_name = f"{platform.name}-gateway"
         ns = kube.namespace(platform, f"{name}-namespace", ns_name, parent=self, component="gateway")
         self.namespace = ns.metadata.name
+        self._egress(name, platform)
 
         # What the Gateway API objects wait for: the chart (it installs the CRDs), or nothing
         # beyond the namespace when an existing Envoy Gateway provides them.
@@ -318,6 +319,24 @@ class Routing(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[chart, gateway_class]),
         )
         return gateway_class, gateway
+
+    def _egress(self, name: str, platform: kube.Platform) -> None:
+        """Default-deny egress (ingress stays open: the Gateway is the platform's front door, its
+        clients come from outside the cluster, and the chart's controller serves xDS and webhooks
+        on its own ports). Allowed: the API server (controller, certgen), pods of this namespace
+        (proxies to the controller's xDS), and pods in namespaces open to the Gateway (backends)."""
+        labels = platform.labels("gateway")
+        kube.isolate_namespace(name, namespace=self.namespace, labels=labels, parent=self, ingress=False)
+        backends = {"namespaceSelector": {"matchLabels": {kube.GATEWAY_ACCESS: "true"}}}
+        kube.egress_only_to(
+            f"{name}-egress",
+            name="gateway-egress",
+            namespace=self.namespace,
+            labels=labels,
+            pods=None,
+            rules=[kube.api_server_egress(), {"to": [{"podSelector": {}}]}, {"to": [backends]}],
+            parent=self,
+        )
 
     def _certgen(
         self, name: str, args: RoutingArgs, ns: k8s.core.v1.Namespace

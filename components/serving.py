@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from . import kube
 from .config import MetricsServerConfig, ModelConfig, ModelRef, ServingConfig
-from .tracking import MLFLOW_TELEMETRY_ENV
+from .tracking import MLFLOW_TELEMETRY_ENV, PORT as TRACKING_PORT
 
 TYPE = "mlplane:serving:Serving"
 METRICS_SERVER_TYPE = "mlplane:serving:MetricsServer"
@@ -37,6 +37,8 @@ MODEL_URI_ANNOTATION = "mlplane.dev/model-uri"
 CREDENTIALS_SECRET = "mlflow-credentials"
 METRICS_SERVER_NAMESPACE = "kube-system"
 METRICS_SERVER = "metrics-server"
+#: The kubelet's port metrics-server scrapes (--kubelet-preferred-address-types, node addresses).
+KUBELET_PORT = 10250
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,22 @@ class Serving(pulumi.ComponentResource):
                 "password": pulumi.Output.secret(args.tracking_password),
             },
             opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Default deny; model servers load their model from MLflow (it serves the artifacts).
+        kube.isolate_namespace(name, namespace=ns.metadata.name, labels=platform.labels("serving"), parent=self)
+        kube.egress_only_to(
+            f"{name}-egress",
+            name="model-servers-egress",
+            namespace=ns.metadata.name,
+            labels=platform.labels("serving", "model-servers"),
+            pods={kube.PART_OF: platform.name, kube.COMPONENT: "serving"},
+            rules=[
+                {
+                    "to": [kube.pods_peer(f"{platform.name}-tracking", platform.selector("tracking", "mlflow"))],
+                    "ports": kube.tcp(TRACKING_PORT),
+                }
+            ],
+            parent=self,
         )
         kube.ingress_only_on(
             f"{name}-network-policy",
@@ -353,6 +371,16 @@ class MetricsServer(pulumi.ComponentResource):
             labels=labels,
             pods=selector,
             port="https",
+            parent=self,
+        )
+        # Egress: the API server, and the kubelets it scrapes (port 10250 on every node).
+        kube.egress_only_to(
+            f"{name}-egress",
+            name=f"{METRICS_SERVER}-egress",
+            namespace=METRICS_SERVER_NAMESPACE,
+            labels=labels,
+            pods=selector,
+            rules=[kube.dns_egress(), kube.api_server_egress(), kube.internet_egress(KUBELET_PORT)],
             parent=self,
         )
         deployment = k8s.apps.v1.Deployment(

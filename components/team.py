@@ -468,27 +468,9 @@ class Team(pulumi.ComponentResource):
 
     def _network_policies(self, space: _Namespace) -> None:
         cfg = self._args.config
-        self._policy(space, "deny-all", "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
-        self._policy(
-            space,
-            "allow-dns",
-            "allow-dns",
-            {
-                "podSelector": {},
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                **kube.namespace_peer("kube-system"),
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                            }
-                        ],
-                        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                    }
-                ],
-            },
-        )
+        # The same default deny and DNS allow as every platform namespace (kube.isolate_namespace).
+        self._policy(space, "deny-all", "default-deny", kube.default_deny_spec())
+        self._policy(space, "allow-dns", "allow-dns", kube.allow_dns_spec())
         team = [self._team_peers()]
         self._policy(
             space,
@@ -542,7 +524,8 @@ class Team(pulumi.ComponentResource):
                 },
             )
         if space.role == "work" and cfg.network.allow_internet_https:
-            anywhere = [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+            # Any address but the cloud metadata endpoints (kube.anywhere).
+            anywhere = kube.anywhere()
             self._policy(
                 space,
                 "allow-internet",
@@ -580,7 +563,7 @@ class Team(pulumi.ComponentResource):
             # The bundled registry is a container on kind's Docker network, outside the pod
             # network; an external one is reached over HTTPS.
             port = 5000 if plat.registry.mode == "bundled" else 443
-            rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": port, "protocol": "TCP"}]})
+            rules.append(kube.internet_egress(port))
         return rules
 
     def _member_rbac(self, space: _Namespace) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -149,6 +149,12 @@ class ClientCredentials:
         return env
 
 
+def endpoint_port(url: str) -> int:
+    """The TCP port of an http(s) endpoint URL (its scheme's default when it names none)."""
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def database_uri(username: str, password: str, host: str, port: int, database: str, sslmode: str) -> str:
     """A SQLAlchemy PostgreSQL URI, user, password and database name percent-encoded.
 
@@ -244,6 +250,7 @@ class TrackingServer(pulumi.ComponentResource):
             parent=self,
         )
         self._network_policy(f"{name}-network-policy", SERVICE, self._selector, [PORT, EXPORTER_PORT])
+        self._egress(name, args)
         kube.http_route(
             f"{name}-route",
             name=SERVICE,
@@ -291,6 +298,42 @@ class TrackingServer(pulumi.ComponentResource):
             metadata={"name": name, "namespace": self.namespace, "labels": self._labels},
             spec={"podSelector": {"matchLabels": dict(selector)}, "policyTypes": ["Ingress"], "ingress": ingress},
             opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _egress(self, name: str, args: TrackingArgs) -> None:
+        """Default deny; the server reaches PostgreSQL and S3 (bundled: their pods; external: their
+        port anywhere but the metadata endpoint), the setup Job the server."""
+        platform = args.platform
+        kube.isolate_namespace(name, namespace=self.namespace, labels=self._labels, parent=self)
+        postgres = platform.selector("database", "postgres")
+        seaweedfs = platform.selector("storage", "seaweedfs")
+        database = pulumi.Output.all(args.database.namespace, args.database.port).apply(
+            lambda v: {"to": [kube.pods_peer(v[0], postgres)], "ports": kube.tcp(int(v[1]))}
+            if v[0] else kube.internet_egress(int(v[1]))
+        )
+        storage = pulumi.Output.all(args.storage.namespace, args.storage.endpoint).apply(
+            lambda v: {"to": [kube.pods_peer(v[0], seaweedfs)], "ports": kube.tcp(endpoint_port(v[1]))}
+            if v[0] else kube.internet_egress(endpoint_port(v[1]))
+        )
+        kube.egress_only_to(
+            f"{name}-egress",
+            name=f"{SERVICE}-egress",
+            namespace=self.namespace,
+            labels=self._labels,
+            pods=self._selector,
+            rules=[database, storage],
+            parent=self,
+        )
+        if not self._auth:
+            return  # no setup Job (see _reader)
+        kube.egress_only_to(
+            f"{name}-reader-egress",
+            name="mlflow-reader-egress",
+            namespace=self.namespace,
+            labels=self._labels,
+            pods=platform.selector("tracking", "mlflow-reader"),
+            rules=[{"to": [{"podSelector": {"matchLabels": dict(self._selector)}}], "ports": kube.tcp(PORT)}],
+            parent=self,
         )
 
     def _password(self, name: str, length: int = 32) -> pulumi.Output[str]:

@@ -127,6 +127,11 @@ def test_on_creates_namespaces_secrets_job_template_and_both_charts(run_componen
         "mlplane-ci-runner-namespace": "kubernetes:core/v1:Namespace",
         "mlplane-ci-controller-deny-ingress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         "mlplane-ci-runner-deny-ingress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        **{
+            f"mlplane-ci-{role}-{policy}": "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+            for role in ("controller", "runner")
+            for policy in ("default-deny", "allow-dns", "egress")
+        },
         "mlplane-ci-github": "kubernetes:core/v1:Secret",
         "mlplane-ci-tracking": "kubernetes:core/v1:Secret",
         "mlplane-ci-job-template": "kubernetes:core/v1:ConfigMap",

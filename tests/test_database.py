@@ -20,6 +20,8 @@ def test_bundled_creates_namespace_secret_service_statefulset(run_component):
         "mlplane-database-credentials": "kubernetes:core/v1:Secret",
         "mlplane-database-service": "kubernetes:core/v1:Service",
         "mlplane-database-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "mlplane-database-default-deny": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "mlplane-database-allow-dns": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         "mlplane-database-statefulset": "kubernetes:apps/v1:StatefulSet",
     }
     assert result.named("mlplane-database").type == "mlplane:database:Database"

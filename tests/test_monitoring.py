@@ -122,6 +122,9 @@ def test_creates_prometheus_and_grafana_with_pinned_names_and_parents(default_ru
         f"{PREFIX}-prometheus-config": "kubernetes:core/v1:ConfigMap",
         f"{PREFIX}-prometheus-service": "kubernetes:core/v1:Service",
         f"{PREFIX}-prometheus-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{PREFIX}-prometheus-egress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{PREFIX}-default-deny": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{PREFIX}-allow-dns": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         f"{PREFIX}-prometheus-statefulset": "kubernetes:apps/v1:StatefulSet",
         f"{PREFIX}-prometheus-route": "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute",
         f"{PREFIX}-grafana-password": "random:index/randomPassword:RandomPassword",
@@ -131,6 +134,7 @@ def test_creates_prometheus_and_grafana_with_pinned_names_and_parents(default_ru
         f"{PREFIX}-grafana-deployment": "kubernetes:apps/v1:Deployment",
         f"{PREFIX}-grafana-service": "kubernetes:core/v1:Service",
         f"{PREFIX}-grafana-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{PREFIX}-grafana-egress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         f"{PREFIX}-grafana-route": "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute",
     }
     objects = {(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in result.manifests()}

@@ -69,6 +69,9 @@ def test_each_model_gets_deployment_service_hpa_and_route_with_pinned_names(run_
         "mlplane-serving-namespace": "kubernetes:core/v1:Namespace",
         "mlplane-serving-mlflow-credentials": "kubernetes:core/v1:Secret",
         "mlplane-serving-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "mlplane-serving-default-deny": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "mlplane-serving-allow-dns": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "mlplane-serving-egress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         "mlplane-serving-metrics-server": "mlplane:serving:MetricsServer",
         "mlplane-serving-iris-deployment": "kubernetes:apps/v1:Deployment",
         "mlplane-serving-iris-service": "kubernetes:core/v1:Service",
@@ -113,6 +116,7 @@ def test_metrics_server_is_a_child_component_with_upstream_object_names(run_comp
         f"{prefix}-auth-reader": "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
         f"{prefix}-service": "kubernetes:core/v1:Service",
         f"{prefix}-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{prefix}-egress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         f"{prefix}-deployment": "kubernetes:apps/v1:Deployment",
         f"{prefix}-api-service": "kubernetes:apiregistration.k8s.io/v1:APIService",
     }
@@ -123,6 +127,7 @@ def test_metrics_server_is_a_child_component_with_upstream_object_names(run_comp
         "system:metrics-server",
         "metrics-server:system:auth-delegator",
         "metrics-server-auth-reader",
+        "metrics-server-egress",
         "v1beta1.metrics.k8s.io",
     }
     namespaced = [meta for meta in names.values() if "namespace" in meta]

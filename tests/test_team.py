@@ -311,7 +311,9 @@ def test_a_render_mode_platform_gives_the_team_a_render_provider():
     assert provider == {**provider, "renderYamlToDirectory": "build/manifests-team-fraud"}
     assert "kubeconfig" not in provider
     egress = one(result, "NetworkPolicy", "mlplane-team-fraud", "allow-platform-services")["spec"]["egress"]
-    assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in egress[-1]["to"] and egress[-1]["ports"][0]["port"] == 443
+    # Anywhere but the cloud metadata endpoint (kube.anywhere).
+    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}} in egress[-1]["to"]
+    assert egress[-1]["ports"][0]["port"] == 443
 
 
 # --------------------------------------------------------------------------------------------

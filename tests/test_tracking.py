@@ -100,10 +100,14 @@ def test_creates_pinned_children_under_the_component(run_component):
         f"{NAME}-deployment": "kubernetes:apps/v1:Deployment",
         f"{NAME}-service": "kubernetes:core/v1:Service",
         f"{NAME}-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{NAME}-default-deny": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{NAME}-allow-dns": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{NAME}-egress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         f"{NAME}-route": "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute",
         f"{NAME}-reader-password": "random:index/randomPassword:RandomPassword",
         f"{NAME}-reader-secret": "kubernetes:core/v1:Secret",
         f"{NAME}-reader-network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        f"{NAME}-reader-egress": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         f"{NAME}-reader-job": "kubernetes:batch/v1:Job",
     }
     service = find(result, "Service", "mlflow")
