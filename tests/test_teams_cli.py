@@ -109,7 +109,8 @@ def test_deploying_commands_without_a_pulumi_cli_exit_1_and_change_nothing(proje
     before = {p.name: p.read_text() for p in (project / "stacks").iterdir()}
     result = mlplane(project, "team", *command)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "the Pulumi CLI is not on PATH" in result.stderr and "nothing was written or deployed" in result.stderr
+    stopped = {"create": "nothing was written or deployed", "preview": "nothing was previewed", "destroy": "nothing was changed"}
+    assert "the Pulumi CLI is not on PATH" in result.stderr and stopped[command[0]] in result.stderr
     assert {p.name: p.read_text() for p in (project / "stacks").iterdir()} == before
     assert not (project / ".state").exists()
 
