@@ -33,8 +33,10 @@ import yaml
 from . import render as render_mod
 from .config import ConfigError, PlatformConfig
 from .team_config import (
+    SERVING_SUFFIX,
     STACK_PREFIX,
     TEAM_KEY,
+    TEAM_NAME_MAX,
     TeamConfig,
     check_collisions,
     check_platform,
@@ -553,7 +555,12 @@ team_app = typer.Typer(
     no_args_is_help=True,
 )
 
-NameArg = Annotated[str, typer.Argument(help="Team name (a DNS label); its stack is team-NAME.")]
+NameArg = Annotated[
+    str,
+    typer.Argument(
+        help=f"Team name (a DNS label of at most {TEAM_NAME_MAX} characters, not ending in '{SERVING_SUFFIX}'); its stack is team-NAME."
+    ),
+]
 
 
 def _exit_on_deploy_error(action: Callable[[], None]) -> None:
