@@ -31,6 +31,8 @@ export MLPLANE_CHECKOV="$CHECKOV_VENV/bin/checkov"
 need_apt=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# distribution 2.8 for tests/test_images.py (registry on loopback).
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]]; then
     say "installing ${need_apt[*]} from Debian"
@@ -38,7 +40,7 @@ if ((${#need_apt[@]})); then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
     # The Debian packages start their services; the tests start their own on free ports.
-    (service postgresql stop; service prometheus stop) >/dev/null 2>&1 || true
+    (service postgresql stop; service prometheus stop; service docker-registry stop) >/dev/null 2>&1 || true
   else
     say "not root: ${need_apt[*]} missing, the tests that need them are skipped"
   fi

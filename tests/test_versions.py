@@ -70,3 +70,26 @@ def test_chart_mirror_keeps_the_repository_path():
     assert chart.registry == "docker.io" and chart.repository == "envoyproxy/gateway-helm"
     assert chart.ref() == "oci://docker.io/envoyproxy/gateway-helm"
     assert chart.ref("mirror.corp/hub/") == "oci://mirror.corp/hub/envoyproxy/gateway-helm"
+
+
+def test_every_pin_is_matched_by_a_renovate_manager():
+    """renovate.json's regex managers (JS named groups -> Python) find every pin in versions.py."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = json.loads((root / "renovate.json").read_text())
+    text = (root / "components" / "versions.py").read_text()
+    found: set[tuple[str, str]] = set()
+    for manager in config["customManagers"]:
+        assert manager["managerFilePatterns"] == ["/^components/versions\\.py$/"]
+        for pattern in manager["matchStrings"]:
+            for match in re.finditer(pattern.replace("(?<", "(?P<"), text):
+                groups = match.groupdict()
+                name = groups.get("depName") or manager.get("depNameTemplate")
+                found.add((name, groups["currentValue"]))
+    expected = {(image.repository, image.tag) for image in versions.IMAGES.values()}
+    expected |= {(chart.chart.removeprefix("oci://"), chart.version) for chart in versions.CHARTS.values()}
+    expected |= {("kindest/node", ref.split(":", 1)[1].split("@")[0]) for ref in versions.KIND_NODE_IMAGES.values()}
+    expected.add(("mlflow", versions.MLFLOW_VERSION))
+    assert expected - found == set()
