@@ -529,6 +529,10 @@ from .policypack_cli import policy_pack_app  # noqa: E402
 
 app.add_typer(policy_pack_app, name="policy-pack")
 
+from .verify_cli import verify_command  # noqa: E402  (`mlplane verify`, docs/verify.md)
+
+app.command("verify")(verify_command)
+
 
 def main() -> None:
     """Console entry point: input errors exit 2 with one line per problem, without a traceback;

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# bootstrap-servers.sh - build the real servers the `servers` tests run with mlplane's rendered
+# settings (tests/servers.py, tests/test_verify*.py): SeaweedFS `weed` and Prometheus 3, from their
+# Go modules through the Go module proxy (no prebuilt binary can be downloaded here), cached per
+# version under $MLPLANE_SERVERS_CACHE/<name>-<version>/ and niced (the machine is shared). A warm
+# run takes well under a second.
+#
+# Versions (docs/verify.md):
+# - Prometheus: mlplane deploys prom/prometheus v3.15.1 (components/versions.py); Prometheus 3
+#   publishes its Go module as v0.<minor*100+...>: v3.15.1 is github.com/prometheus/prometheus
+#   v0.315.1 (`go list -m -versions github.com/prometheus/prometheus`). Built without the
+#   `builtinassets` tag, so without the web UI (the API and /metrics are all the tests need).
+# - SeaweedFS: mlplane deploys chrislusf/seaweedfs 4.47; its repository tags releases as `4.47`
+#   (not semver), so the module proxy serves pseudo-versions only, and here exactly one:
+#   v0.0.0-20261109003541-7506e5f91cd6 (weed/util/version/constants.go says 4.53), the nearest
+#   to 4.47 available (`curl https://proxy.golang.org/github.com/seaweedfs/seaweedfs/@v/list`).
+# Both modules carry `replace` directives, so `go install mod@version` refuses them: each is built
+# from a wrapper module that requires it and repeats its replaces.
+#
+# Usage: scripts/bootstrap-servers.sh [--check | --print-bin-dir | --help]
+#   --check          exit 0 iff both binaries are already built (builds nothing)
+#   --print-bin-dir  print the directory holding `weed` and `prometheus`, nothing else
+#
+# Environment:
+#   MLPLANE_SERVERS_CACHE   built binaries (default: ~/.cache/mlplane/servers)
+#   GOMODCACHE, GOCACHE, GOPROXY, GOTOOLCHAIN are honoured (GOTOOLCHAIN defaults to "local").
+set -euo pipefail
+
+PROMETHEUS_MODULE_VERSION=v0.315.1 # = Prometheus v3.15.1
+PROMETHEUS_VERSION=3.15.1
+SEAWEEDFS_MODULE_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+SEAWEEDFS_VERSION=4.53
+
+CACHE_DIR=${MLPLANE_SERVERS_CACHE:-$HOME/.cache/mlplane/servers}
+BIN_DIR="$CACHE_DIR/bin"
+WEED_DIR="$CACHE_DIR/weed-$SEAWEEDFS_MODULE_VERSION"
+PROM_DIR="$CACHE_DIR/prometheus-$PROMETHEUS_MODULE_VERSION"
+
+log() { printf '[bootstrap-servers] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+everything_present() {
+  [[ -x "$BIN_DIR/weed" && -x "$BIN_DIR/prometheus" ]] || return 1
+  [[ "$BIN_DIR/weed" -ef "$WEED_DIR/weed" ]] || return 1
+  [[ "$BIN_DIR/prometheus" -ef "$PROM_DIR/prometheus" ]]
+}
+
+case "${1:-}" in
+  "") ;;
+  --check) everything_present; exit $? ;;
+  --print-bin-dir) echo "$BIN_DIR"; exit 0 ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) die "unknown argument '$1' (try --help)" ;;
+esac
+
+WORK_DIR="$CACHE_DIR/.work"
+LOG_DIR="$CACHE_DIR/logs"
+mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
+FAILED=()
+GO_VERSION=""
+
+go_setup() {
+  [[ -z "$GO_VERSION" ]] || return 0
+  command -v go >/dev/null || die "go is needed to build weed and prometheus (https://go.dev/dl/)"
+  export GOFLAGS="-mod=mod -buildvcs=false"
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+  export CGO_ENABLED=0
+  GO_VERSION=$(go env GOVERSION)
+  GO_VERSION=${GO_VERSION#go}
+}
+
+# new_wrapper DIR MODULE VERSION: a module requiring MODULE@VERSION with MODULE's own replaces.
+new_wrapper() {
+  local dir=$1 module=$2 version=$3 mod_file
+  rm -rf "$dir" && mkdir -p "$dir"
+  printf 'module mlplane.local/servers-build\n\ngo %s\n\nrequire %s %s\n' \
+    "$GO_VERSION" "$module" "$version" >"$dir/go.mod"
+  mod_file=$(cd "$dir" && go mod download -json "$module@$version" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -f "$mod_file" ]] || { echo "cannot download $module@$version"; return 1; }
+  # Only replaces by another module version (`=> path vX`), never by a local directory.
+  sed -n 's#^[[:space:]]*\(replace[[:space:]]\)\{0,1\}\([^/[:space:]][^[:space:]]*\)\( v[^[:space:]]*\)\{0,1\} => \([^./[:space:]][^[:space:]]*\) \(v[^[:space:]]*\)$#\2=\4@\5#p' \
+    "$mod_file" | while read -r r; do (cd "$dir" && go mod edit -replace "$r"); done
+  echo "wrapper go.mod:" && cat "$dir/go.mod"
+}
+
+# run_step NAME FUNC: runs FUNC niced, its output in $LOG_DIR/NAME.log, and reports its wall time.
+run_step() {
+  local name=$1 fn=$2 start=$SECONDS rc
+  go_setup
+  log "$name: building (log: $LOG_DIR/$name.log)"
+  set +e
+  (set -e; renice -n 10 -p $BASHPID >/dev/null 2>&1 || true; "$fn") >"$LOG_DIR/$name.log" 2>&1
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    log "$name: done ($((SECONDS - start))s wall)"
+  else
+    tail -n 20 "$LOG_DIR/$name.log" | sed 's/^/    /' >&2
+    log "$name: FAILED after $((SECONDS - start))s (full log: $LOG_DIR/$name.log)"
+    FAILED+=("$name")
+  fi
+}
+
+build_weed() {
+  local w="$WORK_DIR/weed-$SEAWEEDFS_MODULE_VERSION"
+  new_wrapper "$w" github.com/seaweedfs/seaweedfs "$SEAWEEDFS_MODULE_VERSION"
+  rm -rf "$WEED_DIR.tmp" && mkdir -p "$WEED_DIR.tmp"
+  (cd "$w" && go build -trimpath -ldflags "-s -w" -o "$WEED_DIR.tmp/weed" \
+    github.com/seaweedfs/seaweedfs/weed)
+  "$WEED_DIR.tmp/weed" version
+  rm -rf "$WEED_DIR" && mv "$WEED_DIR.tmp" "$WEED_DIR"
+}
+
+build_prometheus() {
+  local w="$WORK_DIR/prometheus-$PROMETHEUS_MODULE_VERSION" v=github.com/prometheus/common/version
+  new_wrapper "$w" github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION"
+  rm -rf "$PROM_DIR.tmp" && mkdir -p "$PROM_DIR.tmp"
+  (cd "$w" && go build -trimpath -ldflags "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Branch=module" \
+    -o "$PROM_DIR.tmp/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
+  "$PROM_DIR.tmp/prometheus" --version
+  rm -rf "$PROM_DIR" && mv "$PROM_DIR.tmp" "$PROM_DIR"
+}
+
+TOTAL_START=$SECONDS
+if [[ -x "$PROM_DIR/prometheus" ]]; then
+  log "prometheus $PROMETHEUS_VERSION: cached"
+else
+  run_step prometheus build_prometheus
+fi
+if [[ -x "$WEED_DIR/weed" ]]; then
+  log "weed $SEAWEEDFS_VERSION: cached"
+else
+  run_step weed build_weed
+fi
+
+# Hard links (copies if linking fails) so that the bin dir works on its own.
+link() { # SRC NAME
+  [[ -x "$1" ]] || return 0
+  ln -f "$1" "$BIN_DIR/$2" 2>/dev/null || install -m 0755 "$1" "$BIN_DIR/$2"
+}
+link "$WEED_DIR/weed" weed
+link "$PROM_DIR/prometheus" prometheus
+
+((${#FAILED[@]} == 0)) || die "failed: ${FAILED[*]} (logs in $LOG_DIR)"
+log "ready in $((SECONDS - TOTAL_START))s: $BIN_DIR/{weed,prometheus}"
