@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -372,10 +373,12 @@ def test_ctrl_c_while_the_command_line_loads_exits_130_with_one_line(tmp_path, m
 
 
 def test_docs_refuses_a_project_made_from_the_team_template(tmp_path):
+    """The project `pulumi new` makes from templates/team (its stacks/Pulumi.local.yaml is all the
+    old `mlplane docs` needed to overwrite the project's docs/policies.md)."""
     project = tmp_path / "acme-ml"
-    (project / "docs").mkdir(parents=True)
+    shutil.copytree(ROOT / "templates" / "team", project)
+    (project / "docs").mkdir()
     (project / "components").mkdir()
-    (project / "Pulumi.yaml").write_text("name: acme-ml\nruntime: python\n")
     # Even a project that calls itself mlplane is not the source tree the package runs from.
     (project / "pyproject.toml").write_text('[project]\nname = "mlplane"\nversion = "0.0.1"\n')
     (project / "docs" / "policies.md").write_text("# Our policies\n\nHand-written.\n")
