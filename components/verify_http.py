@@ -65,6 +65,8 @@ def status_cause(status: int, body: str = "") -> str:
         return f"HTTP 403: the credentials are valid but not allowed to do this{detail}"
     if status == 404:
         return f"HTTP 404: not found{detail}"
+    if status == 405:
+        return f"HTTP 405: the service refuses this method (read-only, or the operation is disabled){detail}"
     if status in (502, 503, 504):
         return f"HTTP {status}: the gateway is up but the service behind it is down or not ready{detail}"
     if status >= 500:
