@@ -252,6 +252,23 @@ def test_runners_get_their_own_controller_watching_only_the_work_namespace(two_t
     assert result.outputs["team"]["runnerLabel"] == "team-fraud"
 
 
+def test_team_job_pods_get_the_restricted_fs_init_and_the_internet_rule_excepts_metadata(two_teams):
+    """Team job pods run in the team's restricted work namespace: its job pod template replaces
+    the container hooks' fs-init like the platform's (docs/components/ci-runners.md)."""
+    import yaml
+
+    result = two_teams["fraud"]
+    template = yaml.safe_load(result.named("team-fraud-runner-job-template").inputs["data"]["job.yaml"])
+    (init,) = template["spec"]["initContainers"]
+    assert init["name"] == "fs-init" and init["securityContext"]["allowPrivilegeEscalation"] is False
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    internet = [m for m in result.manifests() if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == "allow-internet-https"]
+    assert internet
+    for policy in internet:
+        for rule in policy["spec"]["egress"]:
+            assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}} in rule["to"]
+
+
 def test_egress_opens_only_the_services_the_team_uses():
     result = render({"name": "ops", "platform_stack": "local", "services": ["object_storage"]})
     egress = one(result, "NetworkPolicy", "mlplane-team-ops", "allow-platform-services")["spec"]["egress"]
