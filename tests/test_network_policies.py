@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlplane import kube
+from mlplane import kube, routing
 from mlplane.cli import load_platform, offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,8 @@ CONFIG = {
     "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"},
 }
 TEAM_NAMESPACE = "mlplane-team-vision"
+#: Envoy's Prometheus endpoint (Envoy Gateway's proxy stats port).
+ENVOY_METRICS_PORT = 19001
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,9 @@ def _platform_pods(manifests: list[dict]) -> dict[str, Pod]:
         Pod("runner", "mlplane-ci-runners", {"actions-ephemeral-runner": "True"}, "10.244.1.4"),
         Pod("job-pod", "mlplane-ci-runners", {"runner-pod": "mlplane-x-runner-y"}, "10.244.1.5"),
         Pod("envoy-gateway", "mlplane-gateway", {"control-plane": "envoy-gateway"}, "10.244.1.6", {"grpc": 18000}),
-        Pod("envoy-proxy", "mlplane-gateway", {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy"}, "10.244.1.7"),
+        # Labels and metrics port as Envoy Gateway sets them (routing.proxy_selector, METRICS_PORT).
+        Pod("envoy-proxy", "mlplane-gateway", routing.proxy_selector("mlplane", "mlplane-gateway"), "10.244.1.7",
+            {routing.METRICS_PORT: ENVOY_METRICS_PORT}),
         Pod("team-model", TEAM_NAMESPACE, {kube.SCRAPE: "metrics"}, "10.244.2.2", {"metrics": 8080}),
     ]
     return {**pods, **{p.name: p for p in extra}}
@@ -232,6 +236,7 @@ REQUIRED = [
     ("prometheus", "seaweedfs", 9327),
     ("prometheus", "mlflow", 9464),
     ("prometheus", "team-model", 8080),
+    ("prometheus", "envoy-proxy", ENVOY_METRICS_PORT),
     ("grafana", "prometheus", 9090),
     ("iris", "mlflow", 5000),
     ("envoy-proxy", "mlflow", 5000),
