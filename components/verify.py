@@ -163,7 +163,7 @@ class Run:
     """State shared by the checks of one verification, and what to clean up."""
 
     target: Target
-    timeout: float = 10.0
+    timeout: float = 30.0
     metric_wait: float = 90.0
     inputs: dict[str, Any] = field(default_factory=dict)
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
@@ -449,6 +449,14 @@ def cleanup(run: Run) -> str:
             "DELETE", f"{t.mlflow_url}/api/2.0/mlflow-artifacts/artifacts/{run.artifact_path}", "deleting", ok=(200, 204)))
     if run.run_id:
         attempt(f"run {run.run_id}", lambda: run.api("POST", "/api/2.0/mlflow/runs/delete", "deleting", {"run_id": run.run_id}))
+    if run.experiment_id is None and any(r.check == "mlflow run" for r in run.rows):
+        # The create call may have timed out after MLflow created it: look it up by name.
+        try:
+            found = run.mlflow().request("GET", f"{t.mlflow_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={run.name}")
+            if found.status == 200:
+                run.experiment_id = found.json().get("experiment", {}).get("experiment_id")
+        except CheckFailed as error:
+            left.append(f"experiment {run.name}, if it was created ({error.cause})")
     if run.experiment_id:
         attempt(f"experiment {run.name}", lambda: run.api(
             "POST", "/api/2.0/mlflow/experiments/delete", "deleting", {"experiment_id": run.experiment_id}))
@@ -477,7 +485,7 @@ def checks_for(target: Target) -> list[tuple[str, Callable[[Run], str]]]:
     return checks
 
 
-def verify(target: Target, *, timeout: float = 10.0, metric_wait: float = 90.0, inputs: dict[str, bytes] | None = None) -> list[Row]:
+def verify(target: Target, *, timeout: float = 30.0, metric_wait: float = 90.0, inputs: dict[str, bytes] | None = None) -> list[Row]:
     """Run every check of ``target``, then clean up; one Row per check (and one for cleanup)."""
     run = Run(target=target, timeout=timeout, metric_wait=metric_wait, inputs=dict(inputs or {}))
     try:

@@ -57,7 +57,7 @@ def verify_command(
     outputs: Annotated[Optional[Path], typer.Option("--outputs", help="JSON file of stack outputs (`pulumi stack output --json --show-secrets`) instead of --stack.")] = None,
     platform_outputs: Annotated[Optional[Path], typer.Option("--platform-outputs", help="With --outputs of a team stack: the platform stack's outputs file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write the results as JSON (for CI).")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each request.", min=0.5, max=600)] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each request.", min=0.5, max=600)] = 30.0,
     metric_wait: Annotated[float, typer.Option("--metric-wait", help="Seconds to wait for a model's request metric to move (scrape interval and rule evaluation).", min=0, max=1800)] = 90.0,
     input_files: Annotated[Optional[list[str]], typer.Option("--input", help="MODEL=FILE: request body for a model's /invocations (default: the model version's serving_input_example.json).")] = None,
 ) -> None:
