@@ -46,6 +46,10 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# SeaweedFS `weed` and Prometheus 3 built from their Go modules for the `mlplane verify` server
+# tests (cold ~N min, cached by version under ~/.cache/mlplane/servers; docs/verify.md).
+bash "$ROOT/scripts/bootstrap-servers.sh"
+
 cd "$ROOT"
 say "unit, render and real-server tests"
 "$VENV/bin/python" -m pytest "$@"
