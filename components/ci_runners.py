@@ -152,7 +152,7 @@ def externals_init_container(args: CiRunnersArgs) -> dict[str, Any]:
         "name": HOOK_INIT_CONTAINER,
         "image": args.platform.image("actions-runner"),
         "imagePullPolicy": "Always",
-        "command": ["sh", "-c", f"cp -a {RUNNER_EXTERNALS}/. {HOOK_EXTERNALS_MOUNT}/"],
+        "command": ["sh", "-c", f"cp -R --preserve=mode,timestamps {RUNNER_EXTERNALS}/. {HOOK_EXTERNALS_MOUNT}/"],
         "resources": kube.resources(args.config.job_resources),
         "securityContext": {
             **kube.container_security(),

@@ -371,7 +371,7 @@ def test_novolume_template_replaces_the_hooks_fs_init_with_a_restricted_one():
     (init,) = pod["initContainers"]
     assert init["name"] == "fs-init"
     assert init["image"] == "ghcr.io/actions/actions-runner:2.334.0"
-    assert init["command"] == ["sh", "-c", "cp -a /home/runner/externals/. /mnt/externals/"]
+    assert init["command"] == ["sh", "-c", "cp -R --preserve=mode,timestamps /home/runner/externals/. /mnt/externals/"]
     assert "sudo" not in " ".join(init["command"])
     context = init["securityContext"]
     assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
