@@ -58,6 +58,8 @@ WEED = SERVERS_BIN / "weed"
 PROMETHEUS = SERVERS_BIN / "prometheus"
 REGISTRY = Path(shutil.which("docker-registry") or "/usr/bin/docker-registry")
 MODEL = "iris"
+#: The database Service as the rendered connection strings name it.
+DATABASE_HOST = "postgres.mlplane-database.svc.cluster.local:5432"
 CONFIG = {
     "serving": {"models": [{"name": MODEL, "registered_model": "iris-classifier", "alias": "champion"}]},
     "monitoring": {"prometheus": {"scrape_interval": "2s"}},
@@ -341,6 +343,7 @@ def stack() -> Iterator[Stack]:
     substitutions = {
         f"{platform['trackingUri'].removeprefix('http://')}": f"127.0.0.1:{ports['mlflow']}",
         platform["s3Endpoint"]: s3,
+        DATABASE_HOST: f"127.0.0.1:{ports['postgres']}",
         "seaweedfs-admin.mlplane-storage.svc.cluster.local:9333": f"127.0.0.1:{ports['master']}",
         "seaweedfs-admin.mlplane-storage.svc.cluster.local:8888": f"127.0.0.1:{ports['filer']}",
         METRICS_DIR: str(work / "metrics"),
