@@ -287,28 +287,34 @@ def test_6_neither_team_can_change_the_others_objects(cluster):
     assert status == 201, payload
 
 
-def test_7_a_stack_cannot_take_over_another_stacks_objects(cluster):
-    """A third stack declaring team "ab" again (the CLI refuses it; here it is forced with pulumi
-    directly) fails on the first object that exists, and team ab's objects are left as they were."""
+def test_7_a_second_stack_cannot_take_over_the_platforms_objects(cluster, tmp_path):
+    """Another copy of the platform stack (same project, same config, its own state backend: a
+    colleague's checkout) against the same cluster: its up must fail on the first object that
+    exists instead of silently co-owning it (the kubernetes provider upserts with server-side
+    apply; a later destroy of that copy would delete the first stack's objects), and the first
+    stack's objects are left as they were."""
     project, _ = cluster
     client = project.plane.admin
-    path = "/api/v1/namespaces/mlplane-team-ab/configmaps/team-environment"
-    before = client.get(path)["metadata"]
-    team_config = yaml.safe_load((project.dir / "stacks" / "Pulumi.team-ab.yaml").read_text())
-    project.pulumi("team-ab-copy", "stack", "init", "team-ab-copy")
-    (project.dir / "stacks" / "Pulumi.team-ab-copy.yaml").write_text(yaml.safe_dump(team_config))
+    objects = snapshot(client)
+    namespace = client.get("/api/v1/namespaces/mlplane-tracking")["metadata"]
+    other = Project(tmp_path, project.plane)
+    other.pulumi(PLATFORM_STACK, "stack", "init", PLATFORM_STACK)
+    shutil.copy(project.dir / "stacks" / f"Pulumi.{PLATFORM_STACK}.yaml", other.dir / "stacks")
     try:
-        result = project.pulumi("team-ab-copy", "up", "--yes", "--skip-preview", check=False)
-        assert result.returncode != 0, result.stdout[-4000:]
-        assert "already exists" in result.stdout + result.stderr, result.stdout[-4000:]
-        after = client.get(path)["metadata"]
-        assert after["resourceVersion"] == before["resourceVersion"]
-        assert after["managedFields"] == before["managedFields"]
-        assert project.kube_objects("team-ab-copy").keys().isdisjoint(project.kube_objects("team-ab"))
+        result = other.pulumi(PLATFORM_STACK, "up", "--yes", "--skip-preview", check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-4000:]
+        assert "conflict" in output.lower(), output[-4000:]
+        now = client.get("/api/v1/namespaces/mlplane-tracking")["metadata"]
+        assert now["managedFields"] == namespace["managedFields"]
+        assert not other.kube_objects(PLATFORM_STACK), "the copy manages objects of the first stack"
     finally:
-        project.pulumi("team-ab-copy", "destroy", "--yes", "--skip-preview")
-        project.pulumi("team-ab-copy", "stack", "rm", "--yes")
-    project.pulumi("team-ab", "preview", "--expect-no-changes")
+        # Destroying the failed copy deletes only what it created itself (nothing of the first).
+        other.pulumi(PLATFORM_STACK, "destroy", "--yes", "--skip-preview")
+    assert snapshot(client) == objects
+    project.pulumi(PLATFORM_STACK, "preview", "--expect-no-changes")
+    for team in TEAMS:
+        project.pulumi(f"team-{team}", "preview", "--expect-no-changes")
 
 
 def test_8_destroy_leaves_the_cluster_as_it_was(cluster):
