@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
+
 import pulumi
+import pulumi_random as random
 
 from .config import NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
 from .platform import Platform, PlatformArgs
@@ -14,6 +18,8 @@ CONFIG_NAMESPACE = "mlplane"
 PLATFORM_KEY = "platform"
 #: A stack whose config holds this key is a team stack (see mlplane.teams).
 TEAM_KEY = "team"
+#: Annotation on every Kubernetes object a stack creates: the stack instance that manages it.
+OWNER_ANNOTATION = "mlplane.dev/owner"
 
 
 def stack_config_keys() -> set[str]:
@@ -78,8 +84,38 @@ def platform_program(config: PlatformConfig) -> Platform:
     return platform
 
 
+def claim_objects() -> None:
+    """Give every Kubernetes object of this stack an owner value that only this stack holds.
+
+    The kubernetes provider creates objects with server-side apply, which upserts: a second stack
+    declaring an object that already exists (a copy of the stack in another state backend, or
+    one forced past the team CLI's collision checks) silently becomes a co-owner of it, and that
+    stack's destroy then deletes it. With a value no other stack sets on a field every object
+    has, the second stack's apply is a field conflict and fails before it owns anything
+    (tests/cluster/test_cluster_up.py). The value is ``<stack>-<id>``, the id generated once
+    and kept in this stack's state, so two backends' stacks of the same name differ too.
+    """
+    owner_id = random.RandomString("owner-id", length=12, special=False, upper=False)
+    owner = pulumi.Output.concat(pulumi.get_stack(), "-", owner_id.result)
+    pulumi.runtime.register_stack_transformation(partial(claim, owner))
+
+
+def claim(owner: pulumi.Input[str], args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Stack transformation: the :data:`OWNER_ANNOTATION` on a Kubernetes object (not on patches
+    of objects another stack owns, nor on components such as charts, which have no metadata)."""
+    if not args.type_.startswith("kubernetes:") or args.type_.endswith("Patch"):
+        return None
+    meta = args.props.get("metadata")
+    notes = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if not isinstance(meta, Mapping) or not isinstance(notes, (Mapping, type(None))):
+        return None
+    metadata = {**meta, "annotations": {**(notes or {}), OWNER_ANNOTATION: owner}}
+    return pulumi.ResourceTransformationResult(props={**args.props, "metadata": metadata}, opts=args.opts)
+
+
 def main() -> None:
     """Run the platform program, or the team program when the stack holds ``mlplane:team``."""
+    claim_objects()
     if pulumi.Config(CONFIG_NAMESPACE).get_object(TEAM_KEY) is not None:
         from .teams import run_team_stack
 
