@@ -15,6 +15,7 @@ Conventions:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -397,6 +399,40 @@ class BundledRegistryConfig(_Model):
     host_port: Port = Field(
         default=5001, description="Port on 127.0.0.1 where the host pushes images (localhost:PORT)."
     )
+    auth_port: Port = Field(
+        default=5002,
+        description=(
+            "Port of the registry's token server: published on 127.0.0.1 and reached as "
+            "'<cluster>-registry-auth:PORT' on kind's network (the token realm); see "
+            "docs/components/registry.md for the host name a host push needs."
+        ),
+    )
+    network_cidr: str = Field(
+        default="172.18.0.0/16",
+        description=(
+            "IPv4 subnet of kind's Docker network 'kind' (`docker network inspect kind`): team "
+            "pods may reach the registry and its token server there and nowhere else on those "
+            "ports. Docker picks it when kind creates the network; 172.18.0.0/16 is the first "
+            "subnet after Docker's own bridge."
+        ),
+    )
+
+    @field_validator("network_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.IPv4Network(value, strict=True)
+        except ValueError:
+            raise ValueError(f"must be an IPv4 network such as '172.18.0.0/16', got '{value}'") from None
+        if network.prefixlen < 8:
+            raise ValueError(f"'{value}' is wider than a /8: give the kind network's own subnet")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> BundledRegistryConfig:
+        if self.auth_port == self.host_port:
+            raise ValueError(f"auth_port {self.auth_port} is also host_port: give the token server its own port")
+        return self
 
 
 class ExternalRegistryConfig(_Model):
@@ -746,10 +782,22 @@ class CiRunnersConfig(_Model):
 MODEL_NAME_MAX = 56
 
 
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 def _pinned_image(value: str) -> str:
+    name, at, digest = value.partition("@")
+    if at:
+        # repo@sha256:<64 hex> or repo:tag@sha256:<64 hex> (the tag is then informational).
+        if not _DIGEST.match(digest) or not name or "@" in digest:
+            raise ValueError(
+                f"digest '{digest}' is not 'sha256:' followed by 64 lowercase hex digits, "
+                "e.g. 'localhost:5001/vision/serve@sha256:<64 hex>'"
+            )
+        return value
     last = value.rsplit("/", 1)[-1]
     tag = last.split(":", 1)[1] if ":" in last else ""
-    if "@sha256:" not in value and (not tag or tag == "latest"):
+    if not tag or tag == "latest":
         raise ValueError(
             "must be an image reference pinned to a tag other than 'latest' or to a digest, "
             "e.g. 'localhost:5001/iris-serving:1.2.0'"

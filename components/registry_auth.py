@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any
+from typing import Any, Sequence
 
 #: Identity of the platform's CI (and the operator on the host).
 PLATFORM_IDENTITY = "platform"
@@ -85,11 +85,12 @@ def allowed_actions(identity: str, kind: str, name: str) -> set[str]:
     return set()
 
 
-def docker_config_json(host: str, identity: str, secret: str) -> str:
-    """A ``kubernetes.io/dockerconfigjson`` document: ``identity`` on ``host``."""
+def docker_config_json(hosts: Sequence[str], identity: str, secret: str) -> str:
+    """A ``kubernetes.io/dockerconfigjson`` document: ``identity`` on each of ``hosts``."""
     token = password(secret, identity)
     auth = base64.b64encode(f"{identity}:{token}".encode()).decode()
-    return json.dumps({"auths": {host: {"username": identity, "password": token, "auth": auth}}}, sort_keys=True)
+    entry = {"username": identity, "password": token, "auth": auth}
+    return json.dumps({"auths": {host: entry for host in hosts}}, sort_keys=True)
 
 
 def signing_material(seed: str) -> tuple[str, str]:

@@ -65,6 +65,9 @@ def test_bundled_creates_image_volume_container_and_hosting_configmap(run_compon
         "mlplane-registry-volume": "docker:index/volume:Volume",
         "mlplane-registry-container": "docker:index/container:Container",
         "mlplane-registry-hosting": "kubernetes:core/v1:ConfigMap",
+        "mlplane-registry-auth-secret": "random:index/randomPassword:RandomPassword",
+        "mlplane-registry-auth-image": "docker:index/remoteImage:RemoteImage",
+        "mlplane-registry-auth-container": "docker:index/container:Container",
     }
 
 
@@ -163,10 +166,69 @@ def test_bundled_addresses(run_component):
     assert out["registry"].scrape_targets == []
 
 
-def test_bundled_needs_no_pull_secret(run_component):
+def test_bundled_pull_secret_carries_the_platform_identity_as_a_secret(run_component):
+    import base64
+    import json
+
+    from mlplane import registry_auth
+
     result, out = run_component(build)
-    assert out["pull_secrets"] == []
-    assert children(result, "mlplane-serving") == {}
+    assert out["pull_secrets"] == [{"name": PULL_SECRET_NAME}]
+    (secret,) = children(result, "mlplane-serving").values()
+    manifest = secret.manifest()
+    assert manifest["type"] == "kubernetes.io/dockerconfigjson"
+    assert manifest["metadata"]["namespace"] == "mlplane-serving"
+    document = json.loads(manifest["stringData"][".dockerconfigjson"])
+    (host,) = document["auths"]
+    entry = document["auths"][host]
+    assert host == "localhost:5001" and entry["username"] == registry_auth.PLATFORM_IDENTITY
+    assert base64.b64decode(entry["auth"]).decode() == f"platform:{entry['password']}"
+    assert secret.masked_inputs()["stringData"] == SECRET_MASK
+
+
+def test_bundled_registry_demands_tokens_and_never_deletes(run_component):
+    from mlplane import registry_auth
+
+    result, _ = run_component(build, {"cluster": {"kind": {"name": "lab"}}, "registry": {"bundled": {"auth_port": 5055}}})
+    container = result.named("mlplane-registry-container").inputs
+    assert container["entrypoints"][:2] == ["/bin/sh", "-c"]
+    env = dict(e.split("=", 1) for e in container["envs"])
+    config = yaml.safe_load(env["REGISTRY_CONFIG_YAML"])
+    assert config["storage"]["delete"] == {"enabled": False}
+    assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    assert config["auth"]["token"]["realm"] == "http://lab-registry-auth:5055/token"
+    assert config["auth"]["token"]["rootcertbundle"] == "/tmp/token-ca.pem"
+    assert "REGISTRY_STORAGE_DELETE_ENABLED" not in env
+    # The certificate it trusts is the one the token server signs with.
+    assert env["REGISTRY_TOKEN_CA"].startswith("-----BEGIN CERTIFICATE-----")
+    auth = result.named("mlplane-registry-auth-container")
+    assert auth.urn in result.named("mlplane-registry-container").depends_on
+
+
+def test_token_server_runs_hardened_on_kinds_network_and_loopback(run_component):
+    from mlplane import registry_auth
+
+    result, _ = run_component(build, {"cluster": {"kind": {"name": "lab"}}})
+    auth = result.named("mlplane-registry-auth-container").inputs
+    assert auth["name"] == "lab-registry-auth"
+    assert auth["networksAdvanced"] == [{"name": "kind"}]
+    assert auth["ports"] == [{"internal": 5002, "external": 5002, "ip": "127.0.0.1"}]
+    assert auth["user"] == "10001:10001"
+    assert auth["readOnly"] is True and auth["capabilities"] == {"drops": ["ALL"]}
+    assert auth["securityOpts"] == ["no-new-privileges:true"]
+    assert auth["command"] == ["python", "-c", registry_auth.TOKEN_SERVER_SCRIPT]
+    assert result.named("mlplane-registry-auth-image").inputs["name"] == versions.IMAGES["mlflow"].ref()
+    # Its key and the auth secret are Pulumi secrets (masked in a render).
+    assert result.named("mlplane-registry-auth-container").masked_inputs()["envs"] == SECRET_MASK
+
+
+def test_the_auth_port_must_differ_from_the_host_port(run_component):
+    from mlplane.config import RegistryConfig
+
+    with pytest.raises(ValueError, match="auth_port 5001 is also host_port"):
+        RegistryConfig.model_validate({"bundled": {"auth_port": 5001}})
+    with pytest.raises(ValueError, match="must be an IPv4 network"):
+        RegistryConfig.model_validate({"bundled": {"network_cidr": "172.18.0.1/16"}})
 
 
 def test_external_registry_creates_nothing(run_component):

@@ -76,7 +76,7 @@ def test_the_shared_prefix_cannot_be_a_team_name():
 def test_passwords_are_derived_per_identity_and_the_docker_config_carries_one():
     a, b = password(SECRET, push_identity("a")), password(SECRET, push_identity("b"))
     assert a != b and len(a) == 64 and a != password("other", push_identity("a"))
-    document = json.loads(registry_auth.docker_config_json("localhost:5001", push_identity("a"), SECRET))
+    document = json.loads(registry_auth.docker_config_json(["localhost:5001"], push_identity("a"), SECRET))
     entry = document["auths"]["localhost:5001"]
     assert entry["username"] == "push.a" and entry["password"] == a
     assert base64.b64decode(entry["auth"]).decode() == f"push.a:{a}"
