@@ -396,9 +396,13 @@ def stack() -> Iterator[Stack]:
 
 def _wait_targets_up(prometheus: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
+    targets: list = []
     while True:
-        with urllib.request.urlopen(f"{prometheus}/api/v1/targets?state=active", timeout=5) as response:
-            targets = json.load(response)["data"]["activeTargets"]
+        try:
+            with urllib.request.urlopen(f"{prometheus}/api/v1/targets?state=active", timeout=5) as response:
+                targets = json.load(response)["data"]["activeTargets"]
+        except OSError:  # 503 until the TSDB is open
+            pass
         if targets and all(t["health"] == "up" for t in targets):
             return
         if time.monotonic() > deadline:
