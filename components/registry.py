@@ -294,6 +294,31 @@ class Registry(pulumi.ComponentResource):
         return PUSH_SECRET_NAME
 
 
+    def team_credentials(
+        self, resource_prefix: str, team: str, work_namespace: pulumi.Input[str],
+        serving_namespace: pulumi.Input[str], *, labels: dict[str, str], parent: pulumi.Resource,
+        depends_on: list[pulumi.Resource] | None = None,
+    ) -> None:
+        """A team's registry credentials, created by the platform stack in the team's namespaces
+        (the team stack never holds the auth secret): ``registry-push`` in the work namespace
+        (identity ``push.<team>``: push and pull ``<team>/*``, pull ``platform.shared/*``; for
+        its runners) and ``registry-pull`` in the serving namespace (``pull.<team>``: pull
+        ``<team>/*``; its model servers' imagePullSecret). Nothing for an external registry.
+        Children ``<resource_prefix>-registry-push`` and ``<resource_prefix>-registry-pull``."""
+        if self.auth_secret is None:
+            return
+        credential_secret(
+            f"{resource_prefix}-registry-push", PUSH_SECRET_NAME, work_namespace, labels,
+            hosts=[self.cluster_push_url, self.pull_prefix], identity=registry_auth.push_identity(team),
+            secret=self.auth_secret, parent=parent, depends_on=depends_on,
+        )
+        credential_secret(
+            f"{resource_prefix}-registry-pull", PULL_SECRET_NAME, serving_namespace, labels,
+            hosts=[self.pull_prefix], identity=registry_auth.pull_identity(team),
+            secret=self.auth_secret, parent=parent, depends_on=depends_on,
+        )
+
+
 def credential_secret(
     resource_name: str,
     name: str,
@@ -304,6 +329,7 @@ def credential_secret(
     identity: str,
     secret: pulumi.Input[str],
     parent: pulumi.Resource,
+    depends_on: list[pulumi.Resource] | None = None,
 ) -> k8s.core.v1.Secret:
     """A ``kubernetes.io/dockerconfigjson`` Secret: ``identity``'s derived password on ``hosts``
     (the bundled registry's token server checks it; :mod:`mlplane.registry_auth`)."""
@@ -315,5 +341,5 @@ def credential_secret(
         metadata={"name": name, "namespace": namespace, "labels": labels},
         type="kubernetes.io/dockerconfigjson",
         string_data={".dockerconfigjson": pulumi.Output.secret(document)},
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
     )

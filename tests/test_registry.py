@@ -262,3 +262,44 @@ def test_external_pull_secret_is_created_in_the_consumers_namespace_as_a_secret(
 def test_cluster_script_configures_the_registry_port(port):
     registry = RegistryConfig.model_validate({"bundled": {"host_port": port}})
     assert f"certs.d/localhost:{port}" in create_script(KindClusterConfig(), registry)
+
+
+def test_team_credentials_are_scoped_per_namespace_and_identity(run_component):
+    import json
+
+    from mlplane import registry_auth
+
+    def with_team(platform, config, root):
+        out = build(platform, config, root)
+        consumer = Consumer("mlplane-teams-vision", root)
+        out["registry"].team_credentials(
+            "mlplane-teams-vision", "vision", "mlplane-team-vision", "mlplane-team-vision-serving",
+            labels={"mlplane.dev/team": "vision"}, parent=consumer,
+        )
+        return out
+
+    result, _ = run_component(with_team)
+    secrets = {r.name: r.manifest() for r in children(result, "mlplane-teams-vision").values()}
+    assert set(secrets) == {"mlplane-teams-vision-registry-push", "mlplane-teams-vision-registry-pull"}
+    push, pull = secrets["mlplane-teams-vision-registry-push"], secrets["mlplane-teams-vision-registry-pull"]
+    assert (push["metadata"]["name"], push["metadata"]["namespace"]) == ("registry-push", "mlplane-team-vision")
+    assert (pull["metadata"]["name"], pull["metadata"]["namespace"]) == ("registry-pull", "mlplane-team-vision-serving")
+    push_auths = json.loads(push["stringData"][".dockerconfigjson"])["auths"]
+    pull_auths = json.loads(pull["stringData"][".dockerconfigjson"])["auths"]
+    assert set(push_auths) == {"mlplane-registry:5000", "localhost:5001"}
+    assert {e["username"] for e in push_auths.values()} == {registry_auth.push_identity("vision")}
+    assert set(pull_auths) == {"localhost:5001"}
+    assert pull_auths["localhost:5001"]["username"] == registry_auth.pull_identity("vision")
+    for manifest in (push, pull):
+        assert manifest["type"] == "kubernetes.io/dockerconfigjson"
+
+
+def test_an_external_registry_gets_no_team_credentials(run_component):
+    def with_team(platform, config, root):
+        out = build(platform, config, root)
+        consumer = Consumer("mlplane-teams-vision", root)
+        out["registry"].team_credentials("mlplane-teams-vision", "vision", "w", "s", labels={}, parent=consumer)
+        return out
+
+    result, _ = run_component(with_team, EXTERNAL)
+    assert children(result, "mlplane-teams-vision") == {}
