@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional, TypeVar
+from typing import Annotated, Any, Callable, NoReturn, Optional, Sequence, TypeVar
 
 import typer
 import yaml
@@ -243,14 +243,16 @@ def load_platform(stack: str | None, config: Path | None) -> tuple[Source, Platf
     return source, platform
 
 
-def offline_run(source: Source, platform: PlatformConfig) -> render_mod.Capture:
-    """Run the real stack program offline with stand-ins for secret config values."""
+def offline_run(source: Source, platform: PlatformConfig, teams: Sequence[Any] | None = None) -> render_mod.Capture:
+    """Run the real stack program offline with stand-ins for secret config values.
+
+    ``teams``: the team grants it admits (default: the project's team stacks naming it)."""
     from .program import platform_program
 
     secrets = {f"mlplane:{key}": render_mod.stand_in_secret(f"config:{key}") for _, key in platform.secret_keys()}
     config = {PLATFORM_KEY: json.dumps(source.raw or {}), **secrets}
     return render_mod.capture(
-        lambda: platform_program(platform),
+        lambda: platform_program(platform, teams),
         stack=source.stack,
         config=config,
         secret_keys=list(secrets),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,6 +18,7 @@ from .object_storage import ObjectStorage, ObjectStorageArgs
 from .registry import Registry, RegistryArgs
 from .routing import Routing, RoutingArgs
 from .serving import Serving, ServingArgs
+from .team_access import TeamGrant, Teams, TeamsArgs
 from .tracking import TrackingArgs, TrackingServer
 
 TYPE = "mlplane:index:Platform"
@@ -28,6 +29,9 @@ class PlatformArgs:
     config: PlatformConfig
     #: Resolves a secret config key (a ``*_key`` field) to its secret value.
     secret: Callable[[str], pulumi.Output[str]]
+    #: The team stacks this platform admits (see mlplane.team_access): each gets its namespaces
+    #: and a scoped provisioning identity instead of the admin kubeconfig.
+    teams: Sequence[TeamGrant] = ()
 
 
 class Platform(pulumi.ComponentResource):
@@ -40,7 +44,7 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         # Objects whose images are all locked by digest drop the CKV_K8S_43 exception.
         super().__init__(TYPE, name, None, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transformations=[kube.drop_digest_exception])))
-        config = args.config
+        config = self.config = args.config
         protect = not config.lifecycle.throwaway
         child = pulumi.ResourceOptions(parent=self)
 
@@ -136,4 +140,28 @@ class Platform(pulumi.ComponentResource):
         self.uis: list[kube.Ui] = [ui for part in [*parts, self.monitoring] for ui in part.uis]
         self.urls = {ui.key: pulumi.Output.from_input(ui.url) for ui in self.uis}
         self.kubeconfig = self.cluster.kubeconfig
+        self.team_kubeconfigs = self._team_access(name, args.teams, platform)
         self.register_outputs({"urls": self.urls, "kubeconfig": self.kubeconfig})
+
+    def _team_access(
+        self, name: str, teams: Sequence[TeamGrant], platform: kube.Platform
+    ) -> dict[str, pulumi.Output[str]]:
+        """Each admitted team's namespaces and identity; team name -> kubeconfig (secret)."""
+        if not teams:
+            return {}
+        platform_namespaces = {f"{platform.name}-tracking", f"{platform.name}-monitoring"}
+        if self.config.object_storage.mode == "bundled":
+            platform_namespaces.add(f"{platform.name}-storage")
+        access = Teams(
+            f"{name}-teams",
+            TeamsArgs(
+                teams=tuple(teams), platform=platform, admin_kubeconfig=self.cluster.kubeconfig,
+                admin_context=self.cluster.context, platform_namespaces=frozenset(platform_namespaces),
+            ),
+            # The platform namespaces the team Roles live in exist first.
+            pulumi.ResourceOptions(
+                parent=self, providers=[platform.provider],
+                depends_on=[self.storage, self.tracking, self.monitoring],
+            ),
+        )
+        return access.kubeconfigs

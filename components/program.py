@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import pulumi
@@ -13,6 +13,7 @@ import pulumi_random as random
 
 from .config import NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
 from .platform import Platform, PlatformArgs
+from .team_access import TeamGrant
 
 CONFIG_NAMESPACE = "mlplane"
 PLATFORM_KEY = "platform"
@@ -51,13 +52,27 @@ def load_platform_config() -> PlatformConfig:
     return config
 
 
-def platform_program(config: PlatformConfig) -> Platform:
-    """Build the platform and export what users and team stacks need."""
+def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None = None) -> Platform:
+    """Build the platform and export what users and team stacks need.
+
+    ``teams``: the team stacks it admits; by default every team stack config of the project that
+    names this stack (mlplane.teams.admitted_teams).
+    """
     stack_config = pulumi.Config(CONFIG_NAMESPACE)
-    platform = Platform(config.name, PlatformArgs(config=config, secret=stack_config.require_secret))
+    if teams is None:
+        from .cli import InputError, project_dir
+        from .teams import admitted_teams
+
+        try:
+            teams = admitted_teams(config, pulumi.get_stack(), project_dir())
+        except InputError:  # not in a project directory: no team stack files to admit
+            teams = []
+    platform = Platform(config.name, PlatformArgs(config=config, secret=stack_config.require_secret, teams=teams))
     pulumi.export("urls", platform.urls)
     if platform.kubeconfig is not None:
         pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
+    # Each admitted team stack's scoped kubeconfig (mlplane.team_access), never the admin one.
+    pulumi.export("teamKubeconfigs", pulumi.Output.secret(platform.team_kubeconfigs))
     pulumi.export("mlflowAdminUsername", platform.tracking.admin_username)
     pulumi.export("mlflowAdminPassword", platform.tracking.admin_password)
     pulumi.export("grafanaAdminPassword", platform.monitoring.grafana_admin_password)

@@ -186,8 +186,14 @@ class ModelServer:
     model: ModelConfig
     args: ServingArgs
     ns_name: str
-    ns: k8s.core.v1.Namespace
+    #: The namespace resource when this stack creates it (None: it exists, e.g. a team's, created
+    #: by the platform stack).
+    ns: k8s.core.v1.Namespace | None
     secret: k8s.core.v1.Secret
+
+    @property
+    def _namespace(self) -> pulumi.Input[str]:
+        return self.ns.metadata.name if self.ns is not None else self.ns_name
 
     def build(self) -> ServedModel:
         model, gateway = self.model, self.args.gateway
@@ -204,7 +210,7 @@ class ModelServer:
         kube.http_route(
             f"{self.prefix}-{model.name}-route",
             name=model.name,
-            namespace=self.ns.metadata.name,
+            namespace=self._namespace,
             labels={**self.args.platform.labels("serving", model.name), MODEL_LABEL: model.name},
             gateway=gateway,
             host=gateway.host(model.name),
@@ -230,7 +236,7 @@ class ModelServer:
         platform, model = self.args.platform, self.model
         labels = {**platform.labels("serving", object_name), MODEL_LABEL: model.name, TRACK_LABEL: track}
         selector = platform.selector("serving", object_name)
-        namespace = self.ns.metadata.name
+        namespace = self._namespace
         resource = f"{self.prefix}-{object_name}"
         uri = model_uri(model.registered_model, ref)
         workload = kube.Workload(

@@ -33,7 +33,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from . import ci_runners, kube, monitoring, object_storage, serving, tracking
+from . import ci_runners, kube, monitoring, object_storage, serving, team_access, tracking
 from .config import CiRunnersConfig, PlatformConfig, Resources
 from .team_config import QuotaConfig, TeamConfig
 
@@ -229,27 +229,23 @@ class PlatformOutputs:
     s3_region: pulumi.Output[str]
     registry_pull_prefix: pulumi.Output[str]
     registry_cluster_push_url: pulumi.Output[str]
-    mlflow_admin_username: pulumi.Output[str]
-    #: Secret.
-    mlflow_admin_password: pulumi.Output[str]
-    #: Secret; None when the platform renders manifests instead of using a cluster.
+    #: Secret: the team's own scoped kubeconfig (mlplane.team_access), never the platform's admin
+    #: kubeconfig; None when the platform renders manifests instead of using a cluster.
     kubeconfig: pulumi.Output[str] | None
 
     @classmethod
-    def read(cls, reference: pulumi.StackReference, platform: PlatformConfig) -> PlatformOutputs:
+    def read(cls, reference: pulumi.StackReference, platform: PlatformConfig, team: TeamConfig) -> PlatformOutputs:
         summary = reference.require_output("platform").apply(lambda value: _checked(value, platform))
 
         def field(key: str) -> pulumi.Output[str]:
             return summary.apply(lambda value: str(value[key]))
 
-        def secret(key: str) -> pulumi.Output[str]:
-            value = pulumi.Output.all(summary, reference.require_output(key)).apply(lambda v: str(v[1]))
-            return pulumi.Output.secret(value)
-
         kubeconfig = None
         if platform.cluster.mode != "render":
             kubeconfig = pulumi.Output.secret(
-                pulumi.Output.all(summary, reference.require_output("kubeconfig")).apply(lambda v: str(v[1]))
+                pulumi.Output.all(summary, reference.get_output("teamKubeconfigs")).apply(
+                    lambda v: _team_kubeconfig(v[1], team)
+                )
             )
         return cls(
             tracking_uri=field("trackingUri"),
@@ -257,10 +253,21 @@ class PlatformOutputs:
             s3_region=field("s3Region"),
             registry_pull_prefix=field("registryPullPrefix"),
             registry_cluster_push_url=field("registryClusterPushUrl"),
-            mlflow_admin_username=secret("mlflowAdminUsername"),
-            mlflow_admin_password=secret("mlflowAdminPassword"),
             kubeconfig=kubeconfig,
         )
+
+
+def _team_kubeconfig(kubeconfigs: Any, team: TeamConfig) -> str:
+    """The team's kubeconfig from the platform's ``teamKubeconfigs`` output, or a clear error."""
+    found = (kubeconfigs or {}).get(team.name) if isinstance(kubeconfigs, Mapping) else None
+    if not found:
+        local = team.platform_stack.rsplit("/", 1)[-1]
+        raise ValueError(
+            f"platform stack '{local}' has not admitted team '{team.name}' (no entry in its output "
+            f"teamKubeconfigs): with stacks/{'Pulumi.' + team.stack + '.yaml'} in the project, run "
+            f"`pulumi up --stack {local}` (`mlplane team create` does), then deploy the team again"
+        )
+    return str(found)
 
 
 def _checked(summary: Mapping[str, Any], platform: PlatformConfig) -> Mapping[str, Any]:
@@ -280,11 +287,8 @@ def provider_args(platform: PlatformConfig, team: TeamConfig, outputs: PlatformO
     if cluster.mode == "render":
         assert cluster.render is not None  # guaranteed by ClusterConfig validation
         return {"render_yaml_to_directory": f"{cluster.render.directory.rstrip('/')}-{team.stack}"}
-    if cluster.mode == "kind":
-        context = f"kind-{cluster.kind.name}"
-    else:
-        assert cluster.existing is not None  # guaranteed by ClusterConfig validation
-        context = cluster.existing.context
+    # The team's own identity (mlplane.team_access), not the admin context of the platform.
+    context = team_access.context_name(platform.name, team.name)
     args: dict[str, Any] = {"kubeconfig": outputs.kubeconfig, "context": context, "enable_server_side_apply": True}
     if cluster.mode == "kind" and platform.lifecycle.throwaway:
         # A throwaway kind cluster deleted by hand must not block `mlplane team destroy`.
@@ -312,9 +316,10 @@ class TeamArgs:
 
 @dataclass(frozen=True)
 class _Namespace:
+    """One of the team's namespaces: created by the platform stack (mlplane.team_access)."""
+
     role: str
     name: str
-    resource: k8s.core.v1.Namespace
 
 
 class Team(pulumi.ComponentResource):
@@ -342,8 +347,8 @@ class Team(pulumi.ComponentResource):
             name=plat.name, provider=args.provider, protect_stateful=False, secret=args.secret,
             registry_mirror=plat.images.registry_mirror, images=plat.images,
         )
-        self.work = self._namespace("work", work_name, gateway_access=False)
-        self.serving = self._namespace("serving", serving_name, gateway_access=True)
+        self.work = self._namespace("work", work_name)
+        self.serving = self._namespace("serving", serving_name)
         self.namespaces = {"work": work_name, "serving": serving_name}
         for space, quota in ((self.work, cfg.quota.work), (self.serving, cfg.quota.serving)):
             self._guardrails(space, quota)
@@ -385,17 +390,9 @@ class Team(pulumi.ComponentResource):
     def _labels(self, name: str) -> dict[str, str]:
         return {**self._team.labels("team", name), TEAM_LABEL: self._args.config.name}
 
-    def _namespace(self, role: str, name: str, *, gateway_access: bool) -> _Namespace:
-        resource = kube.namespace(
-            self._team,
-            f"{self._name}-{role}-namespace",
-            name,
-            parent=self,
-            component="team",
-            gateway_access=gateway_access,
-            extra_labels={TEAM_LABEL: self._args.config.name},
-        )
-        return _Namespace(role=role, name=name, resource=resource)
+    def _namespace(self, role: str, name: str) -> _Namespace:
+        """The platform stack creates the namespace (a team identity cannot create namespaces)."""
+        return _Namespace(role=role, name=name)
 
     def _team_peers(self) -> dict[str, Any]:
         """A NetworkPolicy peer: every pod in the team's two namespaces (by their immutable name label)."""
@@ -417,7 +414,7 @@ class Team(pulumi.ComponentResource):
     def _policy(self, space: _Namespace, role: str, name: str, spec: dict[str, Any]) -> None:
         k8s.networking.v1.NetworkPolicy(
             f"{self._name}-{space.role}-{role}",
-            metadata={"name": name, "namespace": space.resource.metadata.name, "labels": self._labels(name)},
+            metadata={"name": name, "namespace": space.name, "labels": self._labels(name)},
             spec=spec,
             opts=self._child(),
         )
@@ -427,7 +424,7 @@ class Team(pulumi.ComponentResource):
     def _guardrails(self, space: _Namespace, quota: QuotaConfig) -> None:
         """Quota, limit range, network policies and member RBAC of one namespace."""
         cfg = self._args.config
-        namespace = space.resource.metadata.name
+        namespace = space.name
         hard = {
             "requests.cpu": quota.requests_cpu,
             "requests.memory": quota.requests_memory,
@@ -568,7 +565,7 @@ class Team(pulumi.ComponentResource):
 
     def _member_rbac(self, space: _Namespace) -> None:
         members = self._args.config.members
-        namespace = space.resource.metadata.name
+        namespace = space.name
         labels = self._labels(MEMBER_ROLE)
         role = k8s.rbac.v1.Role(
             f"{self._name}-{space.role}-member-role",
@@ -602,7 +599,7 @@ class Team(pulumi.ComponentResource):
         for space in (self.work, self.serving):
             k8s.core.v1.ConfigMap(
                 f"{self._name}-{space.role}-environment",
-                metadata={"name": ENVIRONMENT, "namespace": space.resource.metadata.name, "labels": self._labels(ENVIRONMENT)},
+                metadata={"name": ENVIRONMENT, "namespace": space.name, "labels": self._labels(ENVIRONMENT)},
                 data=data,
                 opts=self._child(),
             )
@@ -631,7 +628,7 @@ class Team(pulumi.ComponentResource):
             object_storage.bucket_grant_job(f"{self._name}-s3-grant", grant, target, self._child())
         k8s.core.v1.Secret(
             f"{self._name}-s3-credentials",
-            metadata={"name": S3_SECRET, "namespace": self.work.resource.metadata.name, "labels": self._labels(S3_SECRET)},
+            metadata={"name": S3_SECRET, "namespace": self.work.name, "labels": self._labels(S3_SECRET)},
             type="Opaque",
             string_data={
                 "AWS_ACCESS_KEY_ID": key_id,
@@ -684,11 +681,9 @@ class Team(pulumi.ComponentResource):
             f"{self._name}-mlflow-setup-secret",
             metadata={"name": f"{cfg.identity}-mlflow-setup", "namespace": tracking_ns, "labels": labels},
             type="Opaque",
-            string_data={
-                "admin-username": out.mlflow_admin_username,
-                "admin-password": out.mlflow_admin_password,
-                "team-password": password,
-            },
+            # Only the team's own password: the Job reads the admin credential from the
+            # platform's own Secret, so no copy of it is left behind (and none in team state).
+            string_data={"team-password": password},
             opts=self._child(),
         )
         # The Job serves nothing: no ingress at all.
@@ -715,8 +710,8 @@ class Team(pulumi.ComponentResource):
             f"mlflow-{action}", image, cfg.tracking.setup_job_resources, ["python", "-c", MLFLOW_SCRIPT],
             [
                 *({"name": key, "value": value} for key, value in plain.items()),
-                kube.secret_env("MLFLOW_ADMIN_USERNAME", secret_name, "admin-username"),
-                kube.secret_env("MLFLOW_ADMIN_PASSWORD", secret_name, "admin-password"),
+                kube.secret_env("MLFLOW_ADMIN_USERNAME", tracking.ADMIN_SECRET, "username"),
+                kube.secret_env("MLFLOW_ADMIN_PASSWORD", tracking.ADMIN_SECRET, "password"),
                 kube.secret_env("TEAM_PASSWORD", secret_name, "team-password"),
                 *tracking.MLFLOW_TELEMETRY_ENV,
             ],
@@ -734,7 +729,7 @@ class Team(pulumi.ComponentResource):
         self._mlflow_secrets = {
             space.role: k8s.core.v1.Secret(
                 f"{self._name}-{space.role}-mlflow-credentials",
-                metadata={"name": MLFLOW_SECRET, "namespace": space.resource.metadata.name, "labels": self._labels(MLFLOW_SECRET)},
+                metadata={"name": MLFLOW_SECRET, "namespace": space.name, "labels": self._labels(MLFLOW_SECRET)},
                 type="Opaque",
                 string_data={"username": cfg.identity, "password": password},
                 opts=self._child(),
@@ -790,7 +785,7 @@ class Team(pulumi.ComponentResource):
         )
         for model in cfg.serving.models:
             served = serving.ModelServer(
-                self, f"{self._name}-serving", model, args, self.serving.name, self.serving.resource,
+                self, f"{self._name}-serving", model, args, self.serving.name, None,
                 self._mlflow_secrets["serving"],
             ).build()
             self.models.append(served)
@@ -840,7 +835,7 @@ class Team(pulumi.ComponentResource):
             # the platform's, installed with its own runner controller.
             values=ci_runners.controller_values(ci_config, self._platform, namespace),
             skip_crds=True,
-            opts=self._child(depends_on=[self.work.resource]),
+            opts=self._child(),
         )
         values = ci_runners.scale_set_values(ci_args, namespace)
         values["template"]["spec"]["serviceAccountName"] = RUNNER_ACCOUNT
@@ -858,7 +853,7 @@ class Team(pulumi.ComponentResource):
 
     def _runner_inputs(self, args: ci_runners.CiRunnersArgs, labels: dict[str, str]) -> list[pulumi.Resource]:
         """GitHub credentials, the job pod template, and the runner's namespaced RBAC."""
-        namespace = self.work.resource.metadata.name
+        namespace = self.work.name
         runners = self._args.config.ci_runners
         if runners.github_app is not None:
             credentials: dict[str, pulumi.Input[str]] = {
@@ -914,13 +909,13 @@ class Team(pulumi.ComponentResource):
             labels = self._labels("prometheus")
             role = k8s.rbac.v1.Role(
                 f"{self._name}-{space.role}-prometheus-role",
-                metadata={"name": PROMETHEUS_ROLE, "namespace": space.resource.metadata.name, "labels": labels},
+                metadata={"name": PROMETHEUS_ROLE, "namespace": space.name, "labels": labels},
                 rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
                 opts=self._child(),
             )
             k8s.rbac.v1.RoleBinding(
                 f"{self._name}-{space.role}-prometheus-binding",
-                metadata={"name": PROMETHEUS_ROLE, "namespace": space.resource.metadata.name, "labels": labels},
+                metadata={"name": PROMETHEUS_ROLE, "namespace": space.name, "labels": labels},
                 role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
                 subjects=[{"kind": "ServiceAccount", "name": PROMETHEUS_ACCOUNT, "namespace": monitoring_ns}],
                 opts=self._child(),
@@ -1029,7 +1024,7 @@ def team_program(
     reference = pulumi.StackReference(
         f"{team.stack}-platform", stack_name=stack_reference_name(team.platform_stack, pulumi.get_project())
     )
-    outputs = PlatformOutputs.read(reference, platform)
+    outputs = PlatformOutputs.read(reference, platform, team)
     provider = k8s.Provider(f"{team.stack}-kubernetes", **provider_args(platform, team, outputs))
     component = Team(
         team.stack,

@@ -130,6 +130,27 @@ def other_teams(team: TeamConfig, project: Path) -> dict[str, TeamConfig]:
     return found
 
 
+def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path) -> list[Any]:
+    """The teams the platform stack ``platform_stack`` admits: every team stack config of the
+    project naming it whose config is valid on ``platform`` (the others are reported by
+    `mlplane validate --stack <them>`). Each gets its namespaces and a provisioning identity
+    (mlplane.team_access); a team stack without one cannot deploy."""
+    from .cli import InputError, read_stack_config
+    from .team_access import TeamGrant
+
+    grants = []
+    for stack in team_stacks(project):
+        try:
+            team = parse_team_stack(stack, read_stack_config(stack))
+        except InputError:
+            continue
+        if team.platform_stack.rsplit("/", 1)[-1] != platform_stack or check_platform(team, platform, TEAM_CONFIG_KEY):
+            continue
+        work, serving = team.namespaces(platform.name)
+        grants.append(TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving))
+    return grants
+
+
 @dataclass(frozen=True)
 class CheckedTeam:
     """A team config that passed every check, with the platform it runs on."""
@@ -216,15 +237,30 @@ def stand_in_outputs(outputs: dict[str, Any]) -> render_mod.StackOutputs:
 def platform_stand_in(checked: CheckedTeam) -> render_mod.StackOutputs:
     """The platform stack's outputs from its own offline render (see :func:`stand_in_outputs`).
 
-    A platform in cluster mode 'render' has no kubeconfig; in the other modes the kubeconfig is a
-    secret output and gets a stand-in like every generated secret.
+    The platform is rendered admitting the team (mlplane.team_access). A platform in cluster mode
+    'render' has no kubeconfig; in the other modes the team's kubeconfig is a secret output and
+    gets a stand-in like every generated secret.
     """
     from .cli import offline_run
+    from .team_access import TeamGrant
 
-    outputs = dict(offline_run(checked.platform_source, checked.platform).outputs)
-    if checked.platform.cluster.mode != "render":
-        outputs.setdefault("kubeconfig", render_mod.SECRET_MASK)
-    return stand_in_outputs(outputs)
+    team = checked.team
+    work, serving = team.namespaces(checked.platform.name)
+    grant = TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving)
+    outputs = dict(offline_run(checked.platform_source, checked.platform, teams=[grant]).outputs)
+    return admitting(stand_in_outputs(outputs), checked)
+
+
+def admitting(outputs: render_mod.StackOutputs, checked: CheckedTeam) -> render_mod.StackOutputs:
+    """The platform's outputs with the team admitted: its scoped kubeconfig (a secret output)
+    stands in like every generated secret (none in cluster mode 'render')."""
+    if checked.platform.cluster.mode == "render":
+        return outputs
+    current = outputs.outputs.get("teamKubeconfigs")
+    kubeconfigs = dict(current) if isinstance(current, dict) else {}
+    kubeconfigs.setdefault(checked.team.name, render_mod.stand_in_secret(f"output:teamKubeconfigs.{checked.team.name}"))
+    values = {**outputs.outputs, "teamKubeconfigs": kubeconfigs}
+    return render_mod.StackOutputs(outputs=values, secret_names=tuple(sorted({*outputs.secret_names, "teamKubeconfigs"})))
 
 
 def offline_team_run(
@@ -241,7 +277,7 @@ def offline_team_run(
     from .team import stack_reference_name, team_program
 
     team = checked.team
-    outputs = platform_outputs or platform_stand_in(checked)
+    outputs = admitting(platform_outputs, checked) if platform_outputs else platform_stand_in(checked)
     secrets = {f"mlplane:{key}": render_mod.stand_in_secret(f"config:{key}") for key in _secret_keys(team)}
     config = {TEAM_CONFIG_KEY: json.dumps(team.model_dump(mode="json", by_alias=True)), **secrets}
     reference = stack_reference_name(team.platform_stack, project)
