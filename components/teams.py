@@ -443,8 +443,40 @@ def failure_reason(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _platform_stack(team: TeamConfig, project: Path) -> Any:
+    from pulumi import automation as auto
+
+    local = team.platform_stack.rsplit("/", 1)[-1]
+    options = auto.LocalWorkspaceOptions(work_dir=str(project), env_vars=workspace_env(project))
+    return auto.select_stack(stack_name=local, work_dir=str(project), opts=options)
+
+
+def update_platform(team: TeamConfig, project: Path, on_output: Callable[[str], Any], why: str) -> None:
+    """``pulumi up`` of the team's platform stack, which admits exactly the team stack files of the
+    project naming it (mlplane.team_access): run after a team file is written or removed."""
+    if "/" in team.platform_stack:
+        raise DeployError(
+            f"platform stack '{team.platform_stack}' is not a stack of this project's backend: run "
+            f"`pulumi up` on it ({why}), then run this command again"
+        )
+    on_output(f"updating platform stack '{team.platform_stack}' ({why})")
+    stack = _platform_stack(team, project)
+    _run(f"pulumi up of platform stack '{team.platform_stack}'", lambda: stack.up(on_output=on_output, color="never"))
+
+
+def admit(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) -> None:
+    """Make sure the platform stack has admitted the team (its namespaces and identity exist)."""
+    if "/" not in team.platform_stack:
+        admitted = _platform_stack(team, project).outputs().get("teamKubeconfigs")
+        if admitted is not None and team.name in (admitted.value or {}):
+            return
+    update_platform(team, project, on_output, f"it creates team '{team.name}''s namespaces and provisioning identity")
+
+
 def deploy(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) -> dict[str, Any]:
-    """``pulumi up`` of the team stack; returns its outputs (secret ones masked)."""
+    """``pulumi up`` of the team stack, after the platform stack admitted it; returns its outputs
+    (secret ones masked)."""
+    admit(team, project, on_output)
     stack = _stack(team, project, create=True)
     result = _run("pulumi up", lambda: stack.up(on_output=on_output, color="never"))
     return {key: render_mod.SECRET_MASK if value.secret else value.value for key, value in result.outputs.items()}
@@ -467,7 +499,8 @@ def _offboarding_config(path: Path, mode: str) -> Iterator[Path]:
 
 
 def destroy(team: TeamConfig, project: Path, config_path: Path, keep_data: bool, on_output: Callable[[str], Any]) -> None:
-    """Offboard (revoke credentials, delete data unless kept), destroy, remove the stack and its config."""
+    """Offboard (revoke credentials, delete data unless kept), destroy, remove the stack and its
+    config, then update the platform stack, which deletes the team's namespaces and identity."""
     stack = _stack(team, project, create=False)
     summary = deployed_stacks(project).get(team.stack)
     if summary is not None and summary.resource_count:
@@ -481,6 +514,8 @@ def destroy(team: TeamConfig, project: Path, config_path: Path, keep_data: bool,
         _run("pulumi destroy", lambda: stack.destroy(on_output=on_output, color="never"))
     _run("pulumi stack rm", lambda: stack.workspace.remove_stack(team.stack))
     config_path.unlink(missing_ok=True)
+    # The team's namespaces and identity are the platform stack's: without the file it drops them.
+    update_platform(team, project, on_output, f"it removes team '{team.name}''s namespaces and provisioning identity")
 
 
 # --------------------------------------------------------------------------------------------
