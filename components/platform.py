@@ -113,6 +113,11 @@ class Platform(pulumi.ComponentResource):
             ),
             within,
         )
+        if self.runners.runner_namespace is not None:
+            # The platform identity's push credentials for the platform's own CI jobs.
+            self.registry.push_secret(
+                f"{name}-runners-registry-push", self.runners.runner_namespace, parent=self.runners
+            )
         self.serving = Serving(
             f"{name}-serving",
             ServingArgs(
@@ -122,6 +127,9 @@ class Platform(pulumi.ComponentResource):
                 tracking_uri=self.tracking.internal_url,
                 tracking_username=client.username,
                 tracking_password=client.password,
+                registry_pull_secrets=lambda resource, namespace, parent: self.registry.image_pull_secrets(
+                    resource, namespace, parent=parent
+                ),
             ),
             after_gateway,
         )
@@ -164,4 +172,12 @@ class Platform(pulumi.ComponentResource):
                 depends_on=[self.storage, self.tracking, self.monitoring],
             ),
         )
+        # Each team's registry credentials (push for its runners, pull for its model servers),
+        # in its namespaces: the team stack never holds the registry's auth secret.
+        for grant in teams:
+            self.registry.team_credentials(
+                f"{name}-teams-{grant.name}", grant.name, grant.work_namespace, grant.serving_namespace,
+                labels={**platform.labels("registry", "team-credentials"), kube.TEAM_LABEL: grant.name},
+                parent=self, depends_on=[access],
+            )
         return access.kubeconfigs

@@ -8,8 +8,9 @@ that the same HTTPRoute rule sends a weighted share of the requests to.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -77,6 +78,11 @@ class ServingArgs:
     tracking_password: pulumi.Input[str]
     #: Further env of every model container (a team sets its MLflow workspace here).
     extra_env: Sequence[Mapping[str, Any]] = ()
+    #: ``imagePullSecrets`` of every model pod (credentials for the platform registry).
+    image_pull_secrets: Sequence[Mapping[str, str]] = ()
+    #: Creates the registry's pull Secret in the serving namespace and returns the
+    #: ``imagePullSecrets`` entries (Registry.image_pull_secrets), for the platform's own models.
+    registry_pull_secrets: Callable[[str, pulumi.Input[str], pulumi.Resource], list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,9 @@ class Serving(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if args.registry_pull_secrets is not None:
+            pulls = args.registry_pull_secrets(f"{name}-registry-pull", ns.metadata.name, self)
+            args = dataclasses.replace(args, image_pull_secrets=(*args.image_pull_secrets, *pulls))
         # Default deny; model servers load their model from MLflow (it serves the artifacts).
         kube.isolate_namespace(name, namespace=ns.metadata.name, labels=platform.labels("serving"), parent=self)
         kube.egress_only_to(
@@ -258,7 +267,7 @@ class ModelServer:
                 # No replicas: the HPA owns the count (a fixed value would fight it on every update).
                 "selector": {"matchLabels": selector},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "template": workload.template(labels),
+                "template": self._template(workload, labels),
             },
             opts=pulumi.ResourceOptions(parent=self.parent),
         )
@@ -300,6 +309,12 @@ class ModelServer:
             parent=self.parent,
         )
 
+    def _template(self, workload: kube.Workload, labels: Mapping[str, str]) -> dict[str, Any]:
+        template = workload.template(labels)
+        if self.args.image_pull_secrets:
+            template["spec"]["imagePullSecrets"] = [dict(s) for s in self.args.image_pull_secrets]
+        return template
+
     def _container(self, image: str, uri: str) -> dict:
         model, secret_name = self.model, self.secret.metadata.name
         body = kube.container(
@@ -332,6 +347,10 @@ class ModelServer:
             readiness=kube.http_probe("/ping", "http", period=5),
             mounts=[{"name": "tmp", "mountPath": "/tmp"}],
         )
+        if "@sha256:" in image:
+            # Pinned by digest: the content cannot change, so a cached copy is the same image
+            # (and a registry outage does not stop a restart).
+            body["imagePullPolicy"] = "IfNotPresent"
         # The model is downloaded and loaded before /ping answers: the startup probe holds off
         # liveness for up to startup_timeout_seconds.
         body["startupProbe"] = kube.http_probe(

@@ -34,7 +34,9 @@ import pulumi_random as random
 import yaml
 
 from . import ci_runners, kube, monitoring, object_storage, serving, team_access, tracking
+from .cluster import REGISTRY_CONTAINER_PORT
 from .config import CiRunnersConfig, PlatformConfig, Resources
+from .registry import PULL_SECRET_NAME
 from .team_config import QuotaConfig, TeamConfig
 
 TYPE = "mlplane:team:Team"
@@ -557,10 +559,7 @@ class Team(pulumi.ComponentResource):
                 }
             )
         if cfg.uses("registry"):
-            # The bundled registry is a container on kind's Docker network, outside the pod
-            # network; an external one is reached over HTTPS.
-            port = 5000 if plat.registry.mode == "bundled" else 443
-            rules.append(kube.internet_egress(port))
+            rules.append(registry_egress(plat))
         return rules
 
     def _member_rbac(self, space: _Namespace) -> None:
@@ -782,6 +781,11 @@ class Team(pulumi.ComponentResource):
             tracking_username=cfg.identity,
             tracking_password=self.mlflow_password,
             extra_env=({"name": "MLFLOW_WORKSPACE", "value": cfg.identity},),
+            # The platform stack puts the team's pull credentials (pull.<team>: its own
+            # repositories only) in the serving namespace (Registry.team_credentials).
+            image_pull_secrets=(
+                ({"name": PULL_SECRET_NAME},) if cfg.uses("registry") and plat.registry.mode == "bundled" else ()
+            ),
         )
         for model in cfg.serving.models:
             served = serving.ModelServer(
@@ -929,6 +933,20 @@ class Team(pulumi.ComponentResource):
             data={dashboard_file(cfg): json.dumps(team_dashboard(cfg, self.serving.name, window), indent=1)},
             opts=self._child(),
         )
+
+
+def registry_egress(platform: PlatformConfig) -> dict[str, Any]:
+    """Egress to the platform registry only. The bundled registry and its token server are
+    containers on kind's Docker network, outside the pod network: its subnet
+    (``registry.bundled.network_cidr``) on the registry's port and the token server's, nothing
+    else. An external registry has no fixed address: HTTPS anywhere but the metadata endpoints."""
+    if platform.registry.mode != "bundled":
+        return kube.internet_egress(443)
+    bundled = platform.registry.bundled
+    return {
+        "to": [{"ipBlock": {"cidr": bundled.network_cidr}}],
+        "ports": kube.tcp(REGISTRY_CONTAINER_PORT, bundled.auth_port),
+    }
 
 
 def dashboard_file(team: TeamConfig) -> str:

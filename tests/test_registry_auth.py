@@ -286,3 +286,126 @@ def test_the_token_server_refuses_unknown_services_and_never_logs_a_password(reg
     log = log_file.read_text()
     assert "token for push.a" in log
     assert password(SECRET, "platform") not in log and SECRET not in log
+
+
+# --------------------------------------------------------------------------------------------
+# A team stack's render: egress to the registry only, pull credentials, digest-pinned images
+# --------------------------------------------------------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _team_render(**extra):
+    from test_team import render, team_raw
+
+    return render(team_raw("vision", **extra))
+
+
+def test_team_pods_reach_the_registry_and_nothing_else_on_its_ports():
+    from test_network_policies import Cluster, Host, Pod
+
+    from mlplane import kube
+
+    result = _team_render(services=["tracking", "registry"], network={"allow_internet_https": True})
+    policies = [m for m in result.manifests() if m["kind"] == "NetworkPolicy"]
+    work = "mlplane-team-vision"
+    cluster = Cluster(policies, {work: {kube.TEAM_LABEL: "vision"}, "mlplane-team-vision-serving": {kube.TEAM_LABEL: "vision"}})
+    pod = Pod("team-job", work, {"app": "build"}, "10.244.3.4")
+    registry = Host("bundled registry container", "172.18.0.3")
+    token_server = Host("registry token server container", "172.18.0.4")
+    assert cluster.allowed(pod, registry, 5000)
+    assert cluster.allowed(pod, token_server, registry_auth.TOKEN_PORT)
+    # The old rule let any address on 5000: another host's registry, a pod-reachable proxy...
+    for elsewhere in ("8.8.8.8", "10.0.0.9", "192.168.1.10"):
+        assert not cluster.allowed(pod, Host("elsewhere", elsewhere), 5000), elsewhere
+        assert not cluster.allowed(pod, Host("elsewhere", elsewhere), registry_auth.TOKEN_PORT), elsewhere
+    # Other ports on kind's network stay closed (the nodes' kubelet, for one).
+    assert not cluster.allowed(pod, Host("kubelet", "172.18.0.2"), 10250)
+
+
+def test_team_registry_egress_names_the_configured_kind_network():
+    from mlplane.config import parse_platform
+    from mlplane.team import registry_egress
+
+    platform = parse_platform({"registry": {"bundled": {"network_cidr": "172.30.0.0/16", "auth_port": 5055}}})
+    assert registry_egress(platform) == {
+        "to": [{"ipBlock": {"cidr": "172.30.0.0/16"}}],
+        "ports": [{"port": 5000, "protocol": "TCP"}, {"port": 5055, "protocol": "TCP"}],
+    }
+    external = parse_platform({"registry": {"mode": "external", "external": {"url": "ghcr.io/acme"}}})
+    assert registry_egress(external)["ports"] == [{"port": 443, "protocol": "TCP"}]
+
+
+def test_team_models_pull_with_the_teams_pull_secret_and_pin_by_digest():
+    image = f"localhost:5001/vision/serve@{DIGEST}"
+    result = _team_render(
+        services=["tracking", "registry"],
+        serving={"models": [{"name": "scorer", "registered_model": "vision-scorer", "alias": "champion", "image": image}]},
+    )
+    (deployment,) = [m for m in result.manifests() if m["kind"] == "Deployment" and m["metadata"]["name"] == "scorer"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["imagePullSecrets"] == [{"name": "registry-pull"}]
+    (container,) = spec["containers"]
+    assert container["image"] == image and container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_team_models_by_tag_are_pulled_always_and_without_registry_need_no_secret():
+    result = _team_render(
+        services=["tracking"],
+        serving={"models": [{"name": "scorer", "registered_model": "vision-scorer", "alias": "champion", "image": "localhost:5001/vision/serve:1"}]},
+    )
+    (deployment,) = [m for m in result.manifests() if m["kind"] == "Deployment" and m["metadata"]["name"] == "scorer"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in spec
+    assert spec["containers"][0]["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("localhost:5001/vision/serve@sha256:abc", "64 lowercase hex"),
+        (f"localhost:5001/vision/serve@sha256:{'AB' * 32}", "64 lowercase hex"),
+        (f"localhost:5001/vision/serve@md5:{'ab' * 32}", "64 lowercase hex"),
+        ("localhost:5001/vision/serve", "pinned to a tag other than 'latest' or to a digest"),
+    ],
+)
+def test_a_bad_digest_reference_is_refused_naming_the_field(image, message):
+    from mlplane.config import ConfigError, parse_platform
+
+    raw = {"serving": {"models": [{"name": "m", "registered_model": "r", "version": 1, "image": image}]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_platform(raw)
+    text = str(caught.value)
+    assert "serving.models.0.image" in text or "serving.models[0].image" in text, text
+    assert message in text
+
+
+def test_a_digest_reference_with_a_tag_is_accepted():
+    from mlplane.config import parse_platform
+
+    image = f"localhost:5001/vision/serve:1.2@{DIGEST}"
+    config = parse_platform({"serving": {"models": [{"name": "m", "registered_model": "r", "version": 1, "image": image}]}})
+    assert config.serving.models[0].image == image
+
+
+def test_the_platforms_models_pull_and_its_runners_push_with_the_platform_identity(tmp_path):
+    from test_network_policies import CONFIG, ROOT
+
+    from mlplane.cli import load_platform, offline_run
+
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        source, platform = load_platform(None, path)
+        manifests = offline_run(source, platform).manifests()
+    finally:
+        os.chdir(cwd)
+    (iris,) = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "iris"]
+    assert iris["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-pull"}]
+    secrets = {(m["metadata"]["namespace"], m["metadata"]["name"]): m for m in manifests if m["kind"] == "Secret"}
+    for key in (("mlplane-serving", "registry-pull"), ("mlplane-ci-runners", "registry-push")):
+        assert secrets[key]["type"] == "kubernetes.io/dockerconfigjson", key
+        auths = json.loads(secrets[key]["stringData"][".dockerconfigjson"])["auths"]
+        assert {entry["username"] for entry in auths.values()} == {registry_auth.PLATFORM_IDENTITY}, key
