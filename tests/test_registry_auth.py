@@ -409,3 +409,31 @@ def test_the_platforms_models_pull_and_its_runners_push_with_the_platform_identi
         assert secrets[key]["type"] == "kubernetes.io/dockerconfigjson", key
         auths = json.loads(secrets[key]["stringData"][".dockerconfigjson"])["auths"]
         assert {entry["username"] for entry in auths.values()} == {registry_auth.PLATFORM_IDENTITY}, key
+
+
+def test_the_platform_gives_each_admitted_team_its_own_push_and_pull_credentials():
+    from mlplane import cli
+    from mlplane.config import parse_platform
+    from mlplane.team_access import TeamGrant
+
+    raw = {"tracking": {"workspaces": True}}
+    grants = [TeamGrant(name=n, work_namespace=f"mlplane-team-{n}", serving_namespace=f"mlplane-team-{n}-serving") for n in ("vision", "nlp")]
+    result = cli.offline_run(cli.Source(raw, "mlplane:platform", "local", None, {}), parse_platform(raw), teams=grants)
+    secrets = {
+        (m["metadata"]["namespace"], m["metadata"]["name"]): json.loads(m["stringData"][".dockerconfigjson"])["auths"]
+        for m in result.manifests()
+        if m["kind"] == "Secret" and m.get("type") == "kubernetes.io/dockerconfigjson"
+    }
+    for team in ("vision", "nlp"):
+        push = secrets[(f"mlplane-team-{team}", "registry-push")]
+        pull = secrets[(f"mlplane-team-{team}-serving", "registry-pull")]
+        assert {e["username"] for e in push.values()} == {push_identity(team)}
+        assert {e["username"] for e in pull.values()} == {pull_identity(team)}
+    # Nowhere does a team namespace hold another identity's credentials.
+    for (namespace, _), auths in secrets.items():
+        if namespace.startswith("mlplane-team-"):
+            team = namespace.removeprefix("mlplane-team-").removesuffix("-serving")
+            assert {e["username"] for e in auths.values()} <= {push_identity(team), pull_identity(team)}
+    # The resources wait for the team's namespaces (created by its TeamAccess).
+    push_secret = result.named("mlplane-teams-vision-registry-push")
+    assert any(urn.endswith("::mlplane-teams-vision-work-namespace") for urn in push_secret.depends_on)
