@@ -61,7 +61,7 @@ WORKFLOWS = {
     "mlplane-pull-request.yml": {"changes", "plan", "preview"},
     "mlplane-plan-comment.yml": {"comment"},
     "mlplane-deploy.yml": {"changes", "up", "up-teams"},
-    "mlplane-drift.yml": {"stacks", "drift"},
+    "mlplane-drift.yml": {"stacks", "images", "drift"},
 }
 
 
@@ -158,7 +158,12 @@ def test_merges_to_main_deploy_one_stack_at_a_time_platforms_before_teams():
     assert up["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.changes.outputs.platforms) }}"
     assert teams["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.changes.outputs.teams) }}"
     assert teams["needs"] == ["changes", "up"]
-    assert steps(up) == steps(teams)
+    # Platform stacks check their images upstream before `pulumi up`; team stacks use their platform's.
+    images = [s for s in steps(up) if s.get("run", "").startswith("mlplane images check")]
+    assert len(images) == 1
+    runs = [s.get("run", "") for s in steps(up)]
+    assert runs.index(images[0]["run"]) < next(i for i, r in enumerate(runs) if r.startswith("pulumi up"))
+    assert [s for s in steps(up) if s not in images] == steps(teams)
     for job in (up, teams):
         assert job["concurrency"] == {"group": "mlplane-stack-${{ matrix.stack }}", "cancel-in-progress": False}
         assert job["environment"] == "${{ matrix.stack }}"
@@ -646,3 +651,13 @@ def test_gitlab_deploys_platform_stacks_before_team_stacks(job, deployed):
         result = subprocess.run(["bash", "-e", "-c", stage_filter + "\necho DEPLOYS"], capture_output=True, text=True,
                                 env={**os.environ, "STACK": stack})
         assert ("DEPLOYS" in result.stdout) is (stack in deployed), (job, stack)
+
+
+def test_scheduled_run_checks_every_platform_stacks_images_without_credentials():
+    """Pins that vanish upstream are found on the schedule, by a job that holds no stack secrets."""
+    document = workflow("mlplane-drift.yml")
+    job = document["jobs"]["images"]
+    assert "environment" not in job and "secrets." not in json.dumps(job)
+    assert job["permissions"] == {"contents": "read"}
+    run = "\n".join(s.get("run", "") for s in job["steps"])
+    assert 'mlplane images check --stack "$STACK"' in run and "team-*)" in run
