@@ -661,3 +661,10 @@ def test_scheduled_run_checks_every_platform_stacks_images_without_credentials()
     assert job["permissions"] == {"contents": "read"}
     run = "\n".join(s.get("run", "") for s in job["steps"])
     assert 'mlplane images check --stack "$STACK"' in run and "team-*)" in run
+
+
+def test_gitlab_checks_platform_images_before_up_and_on_the_schedule():
+    text = (ROOT / "templates/ci/gitlab/.gitlab-ci.yml").read_text()
+    check = 'case "$STACK" in team-*) ;; *) mlplane images check --stack "$STACK";; esac'
+    assert text.count(check) == 2
+    assert text.index(check) < text.index('pulumi up --stack "$STACK" --yes')
