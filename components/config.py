@@ -473,6 +473,68 @@ class RegistryConfig(_Model):
         return self
 
 
+def _wildcard_host(value: str) -> str:
+    name = value[2:] if value.startswith("*.") else value
+    if len(value) > 253 or not _DNS_NAME.match(name):
+        raise ValueError("must be a host name or a wildcard such as '*.vision.example.com'")
+    return value
+
+
+WildcardHost = Annotated[str, AfterValidator(_wildcard_host)]
+
+
+class TlsCertificateConfig(_Model):
+    """One more HTTPS listener on the Gateway: a host name pattern and its certificate."""
+
+    hostname: WildcardHost = Field(
+        description=(
+            "Host name or wildcard the certificate is for, e.g. '*.vision.example.com' for team "
+            "vision's models (a wildcard certificate covers one label only)."
+        )
+    )
+    secret: DnsLabel = Field(
+        description="Secret of type kubernetes.io/tls in the gateway namespace holding its certificate and key."
+    )
+
+
+class TlsConfig(_Model):
+    """HTTPS on the Gateway, with certificates you bring (docs/components/routing.md)."""
+
+    certificate_secret: DnsLabel | None = Field(
+        default=None,
+        description=(
+            "Secret of type kubernetes.io/tls in the gateway namespace ('<name>-gateway') with the "
+            "certificate and key for '*.<domain>' (create it yourself, or let cert-manager write it: "
+            "a Certificate whose secretName is this name). Set: HTTPS on port 443 and every plain "
+            "HTTP request redirected to HTTPS. Required when cluster.mode is 'existing', unless "
+            "plain_http is set."
+        ),
+    )
+    certificates: list[TlsCertificateConfig] = Field(
+        default_factory=list,
+        description="More HTTPS host names with their own certificates (e.g. '*.<team>.<domain>' for team models).",
+    )
+    plain_http: bool = Field(
+        default=False,
+        description=(
+            "Explicit opt-out: serve plain HTTP only. MLflow basic auth and model API keys then "
+            "travel in clear text; meant for the laptop stack, whose kind cluster binds the "
+            "Gateway to 127.0.0.1."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsConfig:
+        if self.plain_http and (self.certificate_secret or self.certificates):
+            raise ValueError("plain_http: true conflicts with certificate_secret/certificates: choose HTTPS or plain HTTP")
+        if self.certificates and not self.certificate_secret:
+            raise ValueError("certificates need certificate_secret (the certificate for '*.<domain>') too")
+        hosts = [c.hostname for c in self.certificates]
+        if len(set(hosts)) != len(hosts):
+            raise ValueError(f"certificates: a hostname is listed twice ({', '.join(hosts)})")
+        return self
+
+
 class RoutingConfig(_Model):
     """Gateway API routing to every UI (Envoy Gateway)."""
 
@@ -513,6 +575,14 @@ class RoutingConfig(_Model):
         description=(
             "Requests and limits of the shutdown-manager sidecar Envoy Gateway runs next to each "
             "Envoy proxy (it drains connections before the proxy stops)."
+        ),
+    )
+
+    tls: TlsConfig = Field(
+        default_factory=TlsConfig,
+        description=(
+            "HTTPS on the Gateway. Default: none, which only a kind cluster (Gateway on 127.0.0.1) "
+            "accepts; any other cluster needs a certificate or the explicit plain_http opt-out."
         ),
     )
 
@@ -693,6 +763,60 @@ class GitHubAppCredentials(_Model):
     private_key_key: ConfigKey = Field(description="Secret config key holding the app's PEM private key.")
 
 
+#: What GitHub calls the visibility of a repository (REST API ``visibility``).
+RepositoryVisibility = Literal["private", "internal", "public"]
+RUNNER_GROUP_DOCS = "https://docs.github.com/en/actions/how-tos/manage-runners/self-hosted-runners/manage-access"
+
+
+def runner_scope_problem(
+    url: str | None, group: str | None, visibility: str, allow_public: bool
+) -> str | None:
+    """Why these runners could take jobs from repositories they are not meant for, or None.
+
+    GitHub hands a job to any runner whose scope and labels match: runners registered with an
+    organization (or enterprise) URL serve every repository their runner group admits, and the
+    Default group admits all of the organization's repositories (forks' pull requests of public
+    ones included). So: a repository URL, or an organization URL plus a dedicated runner group.
+    mlplane cannot look the group's repository access or a repository's visibility up offline:
+    the group's access is set in GitHub, the visibility is declared here (see
+    docs/components/ci-runners.md, "Who can run jobs on the runners").
+    """
+    if url is None:
+        return None
+    parts = url.rstrip("/").split("/")[3:]
+    enterprise = parts[0] == "enterprises"
+    repository = len(parts) == 2 and not enterprise
+    if not repository and group is None:
+        scope = "an enterprise" if enterprise else "an organization"
+        return (
+            f"github_config_url '{url}' is {scope} URL and runner_group is not set: every repository "
+            "in its Default runner group (forks' pull requests of public ones included) could run "
+            "jobs on these runners. Allowed: a repository URL (https://github.com/<owner>/<repo>), or "
+            "this URL plus runner_group: a group whose repository access (GitHub organization "
+            f"settings > Actions > Runner groups; {RUNNER_GROUP_DOCS}) is limited to your repositories"
+        )
+    if repository and group is not None:
+        return (
+            f"runner_group '{group}' is set but github_config_url '{url}' is a repository URL: runner "
+            "groups exist only for organizations and enterprises. Allowed: remove runner_group, or "
+            "use the organization URL (https://github.com/<org>) with it"
+        )
+    if group is not None and group.strip().lower() == "default":
+        return (
+            f"runner_group '{group}' is the organization's Default group, which admits every "
+            "repository by default. Allowed: a dedicated group whose repository access is limited "
+            "to your repositories"
+        )
+    if visibility == "public" and not allow_public:
+        return (
+            "repository_visibility is 'public' and allow_public_repository is not set: anyone can "
+            "open a pull request from a fork and, once a workflow run is approved, run code on these "
+            "runners with their MLflow and registry credentials. Allowed: a private or internal "
+            "repository, or allow_public_repository: true to accept that explicitly"
+        )
+    return None
+
+
 class CiRunnersConfig(_Model):
     """GitHub Actions Runner Controller with one runner scale set."""
 
@@ -700,8 +824,8 @@ class CiRunnersConfig(_Model):
         default=None,
         pattern=r"^https://[^\s/]+/[^\s/]+(/[^\s/]+)?/?$",
         description=(
-            "Organization or repository URL the runners register with, e.g. "
-            "'https://github.com/acme' or 'https://github.com/acme/models'. Unset: runners are off."
+            "Repository URL the runners register with, e.g. 'https://github.com/acme/models', or an "
+            "organization URL ('https://github.com/acme') together with runner_group. Unset: runners are off."
         ),
     )
     github_app: GitHubAppCredentials | None = Field(
@@ -709,6 +833,27 @@ class CiRunnersConfig(_Model):
     )
     github_token_key: ConfigKey | None = Field(
         default=None, description="Secret config key holding a personal access token (fine-grained)."
+    )
+    runner_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description=(
+            "Runner group the scale set joins (ARC `runnerGroup`); required with an organization URL. "
+            "Limit the group's repository access in GitHub (organization settings > Actions > Runner "
+            "groups): mlplane cannot set or check it."
+        ),
+    )
+    repository_visibility: RepositoryVisibility = Field(
+        default="private",
+        description=(
+            "Visibility of the repository (or of the most visible repository the runner group "
+            "admits), as declared here: mlplane cannot look it up. 'public' needs allow_public_repository."
+        ),
+    )
+    allow_public_repository: bool = Field(
+        default=False,
+        description="Explicit opt-in to runners serving a public repository (fork pull requests can reach them).",
     )
     runner_labels: list[DnsLabel] = Field(
         default_factory=lambda: ["mlplane"],
@@ -766,6 +911,11 @@ class CiRunnersConfig(_Model):
         has_credentials = self.github_app is not None or self.github_token_key is not None
         if has_credentials and self.github_config_url is None:
             raise ValueError("credentials are set but 'github_config_url' is not: set the org or repo URL")
+        scope = runner_scope_problem(
+            self.github_config_url, self.runner_group, self.repository_visibility, self.allow_public_repository
+        )
+        if scope:
+            raise ValueError(scope)
         if self.min_runners > self.max_runners:
             raise ValueError(
                 f"min_runners ({self.min_runners}) is above max_runners ({self.max_runners})"
@@ -837,15 +987,138 @@ class ModelRef(_Model):
         return self.alias.lower().replace("_", "-") if self.alias else f"v{self.version}"
 
 
-class CanaryConfig(ModelRef):
-    """A second version receiving a share of the traffic."""
+class CanaryThresholds(_Model):
+    """Limits a progressive canary must stay within at every step (from the Gateway's route stats)."""
 
-    weight: int = Field(default=10, ge=1, le=99, description="Percent of requests sent to the canary.")
+    error_rate: float = Field(
+        default=0.01, gt=0, le=0.5, description="Highest share of 5xx answers on the model's route (0.01 = 1%)."
+    )
+    p99_latency_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Highest p99 latency of the model's route, in seconds."
+    )
+    failed_checks: int = Field(
+        default=3, ge=1, le=20,
+        description="Failed checks (one per interval) after which the canary is rolled back (Flagger's analysis.threshold).",
+    )
+
+
+class CanaryConfig(ModelRef):
+    """A second version receiving a share of the traffic.
+
+    mode 'fixed' (the simple mode): the canary named by version or alias gets `weight` percent of
+    the requests until the config changes. mode 'progressive': every change of the model's
+    `version` is rolled out by Flagger step by step (`steps`, one per `interval`) while the route's
+    error rate and p99 latency stay within `thresholds`, and rolled back automatically when not.
+    """
+
+    version: int | None = Field(default=None, ge=1, description="Registered model version number (mode 'fixed').")
+    alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+        description="Registered model alias (mode 'fixed').",
+    )
+    mode: Literal["fixed", "progressive"] = Field(
+        default="fixed",
+        description=(
+            "'fixed': a fixed share of requests goes to the canary version; 'progressive': Flagger "
+            "rolls every change of the model's version out step by step and rolls it back on errors "
+            "or latency (needs serving.progressive.enabled)."
+        ),
+    )
+    weight: int = Field(default=10, ge=1, le=99, description="Percent of requests sent to the canary (mode 'fixed').")
     image: PinnedImage | None = Field(
         default=None,
         description=(
-            "Image the canary runs (it must contain the `mlflow` CLI). Default: the model's image."
+            "Image the canary runs (it must contain the `mlflow` CLI). Default: the model's image (mode 'fixed')."
         ),
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 25, 50],
+        description="Canary weights in percent, one step per interval, strictly increasing (mode 'progressive').",
+    )
+    interval: Duration = Field(
+        default="1m", description="Time between two steps and two metric checks (mode 'progressive')."
+    )
+    thresholds: CanaryThresholds = Field(
+        default_factory=CanaryThresholds, description="Rollback limits (mode 'progressive')."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryConfig:
+        if self.mode == "progressive":
+            if self.version is not None or self.alias is not None or self.image is not None:
+                raise ValueError(
+                    "mode 'progressive' rolls out the model's own 'version': remove the canary's "
+                    "version/alias/image and change the model's version instead"
+                )
+            if not self.steps or any(not 1 <= s <= 99 for s in self.steps) or any(
+                b <= a for a, b in zip(self.steps, self.steps[1:])
+            ):
+                raise ValueError(
+                    f"steps {self.steps} must be strictly increasing percentages between 1 and 99, e.g. [10, 25, 50]"
+                )
+            return self
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("set exactly one of 'version' or 'alias' (or mode: progressive)")
+        return self
+
+
+class InferenceLoggingConfig(_Model):
+    """A sample of requests and predictions written to the object store (a logging sidecar)."""
+
+    sample_rate: float = Field(
+        gt=0, le=1, description="Share of requests logged with their predictions, e.g. 0.1 for one in ten."
+    )
+    exclude_fields: list[str] = Field(
+        default_factory=list,
+        description="Input fields (columns) never logged, e.g. personal data: dropped before anything is written.",
+    )
+    flush_seconds: int = Field(
+        default=60, ge=5, le=3600, description="Most seconds a logged record waits in memory before it is written."
+    )
+    resources: Resources = Field(
+        default_factory=resources("10m", "64Mi", "250m", "128Mi"),
+        description="Requests and limits of the logging sidecar (per model replica).",
+    )
+
+
+class DriftThresholds(_Model):
+    """When a model counts as drifted."""
+
+    psi: float = Field(
+        default=0.2, gt=0, le=10,
+        description="Population stability index above which a feature has drifted (0.2 is the usual 'significant shift').",
+    )
+    share: float = Field(
+        default=0.3, gt=0, le=1,
+        description="Share of drifted features at or above which the ModelDrift alert fires.",
+    )
+
+
+class DriftConfig(_Model):
+    """A scheduled comparison of the logged inputs with the model version's reference dataset."""
+
+    schedule: str = Field(
+        default="0 * * * *",
+        pattern=r"^(\S+\s+){4}\S+$",
+        description="Cron schedule of the drift job (five fields, the cluster's time zone).",
+    )
+    window: Duration = Field(default="1d", description="How far back the logged requests are compared.")
+    reference: str = Field(
+        default="reference/data.csv",
+        pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\.(csv|parquet)$",
+        description=(
+            "Artifact path (CSV or Parquet), in the run that created the model version, of the "
+            "reference inputs (usually the training or validation set)."
+        ),
+    )
+    min_samples: int = Field(
+        default=100, ge=10, le=1_000_000, description="Fewest logged rows in the window for a score."
+    )
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="Drift thresholds.")
+    resources: Resources = Field(
+        default_factory=resources("50m", "256Mi", "1", "1Gi"),
+        description="Requests and limits of the drift job while it runs.",
     )
 
 
@@ -868,6 +1141,12 @@ class ModelConfig(ModelRef):
     )
     canary: CanaryConfig | None = Field(
         default=None, description="Serve a second version to a share of requests. Default: none."
+    )
+    logging: InferenceLoggingConfig | None = Field(
+        default=None, description="Log a sample of requests and predictions to the object store. Default: off."
+    )
+    drift: DriftConfig | None = Field(
+        default=None, description="Scheduled drift check of the logged inputs (needs 'logging'). Default: off."
     )
     image: PinnedImage | None = Field(
         default=None,
@@ -902,11 +1181,18 @@ class ModelConfig(ModelRef):
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
             )
-        if self.canary is not None and (self.canary.version, self.canary.alias) == (
+        if self.canary is not None and self.canary.mode == "fixed" and (self.canary.version, self.canary.alias) == (
             self.version,
             self.alias,
         ):
             raise ValueError("canary must name a different version or alias than the model itself")
+        if self.canary is not None and self.canary.mode == "progressive" and self.version is None:
+            raise ValueError(
+                f"canary mode 'progressive' needs a pinned 'version' (alias '{self.alias}' given): a "
+                "rollout starts when the version changes, and an alias moves without any change Flagger sees"
+            )
+        if self.drift is not None and self.logging is None:
+            raise ValueError("drift compares logged requests: set 'logging' (sample_rate) too")
         if self.name in RESERVED_HOST_PREFIXES:
             raise ValueError(
                 f"name '{self.name}' is the host name of a platform UI ({self.name}.<domain>); "
@@ -935,6 +1221,53 @@ class MetricsServerConfig(_Model):
     )
 
 
+class JwtConfig(_Model):
+    """JSON Web Tokens from your identity provider (Envoy Gateway SecurityPolicy ``jwt``)."""
+
+    issuer: str = Field(description="Expected 'iss' claim, e.g. 'https://login.example.com/'.", min_length=1)
+    jwks_uri: str = Field(
+        description="HTTPS URL of the issuer's JSON Web Key Set.", pattern=r"^https://[^\s]+$"
+    )
+    audiences: list[str] = Field(default_factory=list, description="Accepted 'aud' claims (any, when empty).")
+
+
+class ModelAuthConfig(_Model):
+    """Who may call the models through the Gateway."""
+
+    mode: Literal["api-key", "jwt", "none"] = Field(
+        default="api-key",
+        description=(
+            "'api-key': requests carry a generated key in the 'x-api-key' header (the stack "
+            "output modelApiKey; a team's in its own output); 'jwt': a bearer token from "
+            "'jwt.issuer'; 'none': explicit opt-out, the models are open to anyone who reaches "
+            "the Gateway."
+        ),
+    )
+    jwt: JwtConfig | None = Field(default=None, description="The token issuer, with mode 'jwt'.")
+
+    @model_validator(mode="after")
+    def _jwt(self) -> ModelAuthConfig:
+        if (self.mode == "jwt") != (self.jwt is not None):
+            raise ValueError("jwt: set it exactly when mode is 'jwt' (issuer and jwks_uri)")
+        return self
+
+
+class ProgressiveDeliveryConfig(_Model):
+    """Flagger, the controller behind canaries in mode 'progressive'."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Install Flagger (Gateway API provider) in '<platform>-flagger': it promotes canaries "
+            "in mode 'progressive' step by step and rolls them back. Default: off."
+        ),
+    )
+    resources: Resources = Field(
+        default_factory=resources("10m", "64Mi", "500m", "256Mi"),
+        description="Requests and limits of the Flagger controller.",
+    )
+
+
 class ServingConfig(_Model):
     """Model serving with autoscaling."""
 
@@ -944,15 +1277,34 @@ class ServingConfig(_Model):
     metrics_server: MetricsServerConfig = Field(
         default_factory=MetricsServerConfig, description="metrics-server settings."
     )
+    auth: ModelAuthConfig = Field(
+        default_factory=ModelAuthConfig,
+        description="Authentication on the model routes (Envoy Gateway SecurityPolicy): API keys by default.",
+    )
+    progressive: ProgressiveDeliveryConfig = Field(
+        default_factory=ProgressiveDeliveryConfig,
+        description="Progressive delivery controller (Flagger) for canaries in mode 'progressive'.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> ServingConfig:
+        for index, model in enumerate(self.models):
+            if model.canary is not None and model.canary.mode == "progressive" and not self.progressive.enabled:
+                raise ValueError(
+                    f"models[{index}] '{model.name}': canary mode 'progressive' needs the Flagger "
+                    "controller: set serving.progressive.enabled: true"
+                )
         seen: set[str] = set()
         for index, model in enumerate(self.models):
             if model.name in seen:
                 raise ValueError(f"models[{index}].name '{model.name}' is used twice; names must be unique")
             seen.add(model.name)
         for index, model in enumerate(self.models):
+            if model.canary is not None and model.canary.mode == "progressive" and f"{model.name}-primary" in seen:
+                raise ValueError(
+                    f"models[{index}] '{model.name}' has a progressive canary whose primary objects are "
+                    f"named '{model.name}-primary', which is also a model name: rename one of them"
+                )
             if model.canary is not None and f"{model.name}-canary" in seen:
                 raise ValueError(
                     f"models[{index}] '{model.name}' has a canary whose objects are named "
@@ -986,6 +1338,14 @@ class PrometheusConfig(_Model):
     resources: Resources = Field(
         default_factory=resources("50m", "256Mi", "1", "768Mi"),
         description="Requests and limits of Prometheus.",
+    )
+    route: bool | None = Field(
+        default=None,
+        description=(
+            "Expose Prometheus (no authentication of its own) at prometheus.<domain>. Default: only "
+            "on a kind cluster (the Gateway is on 127.0.0.1); any other cluster refuses it: use "
+            "Grafana or `kubectl port-forward`."
+        ),
     )
 
 
@@ -1049,7 +1409,32 @@ class PlatformConfig(_Model):
                 f"cluster.mode 'kind' (cluster.mode is '{self.cluster.mode}'): set registry.mode "
                 "'external' with registry.external.url"
             )
+        tls = self.routing.tls
+        if self.cluster.mode == "existing" and tls.certificate_secret is None and not tls.plain_http:
+            raise ValueError(
+                "routing.tls.certificate_secret: required with cluster.mode 'existing' (its Gateway "
+                "NodePort is reachable on every node, and MLflow passwords and model keys would travel "
+                f"in clear text): name a Secret of type kubernetes.io/tls in namespace '{self.name}-gateway', "
+                "or opt out explicitly with routing.tls.plain_http: true"
+            )
+        if self.cluster.mode == "kind" and tls.certificate_secret is not None:
+            raise ValueError(
+                "routing.tls.certificate_secret: a kind cluster maps only the HTTP port to 127.0.0.1 "
+                "and serves plain HTTP there; TLS needs cluster.mode 'existing'"
+            )
+        if self.monitoring.prometheus.route and self.cluster.mode != "kind":
+            raise ValueError(
+                "monitoring.prometheus.route: Prometheus has no authentication of its own and is "
+                f"exposed only on a kind cluster (cluster.mode is '{self.cluster.mode}'): query it "
+                "through Grafana or `kubectl port-forward`"
+            )
         return self
+
+    @property
+    def prometheus_route(self) -> bool:
+        """Whether Prometheus gets a route on the Gateway (monitoring.prometheus.route)."""
+        route = self.monitoring.prometheus.route
+        return self.cluster.mode == "kind" if route is None else route
 
     def secret_keys(self) -> list[tuple[str, str]]:
         """Every secret config key the config names, as (field path, key)."""

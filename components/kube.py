@@ -170,6 +170,13 @@ class GatewayRef:
     #: Where the Envoy proxies run, when not in the Gateway's namespace (an existing Envoy
     #: Gateway in its default deploy mode runs them in its controller namespace).
     proxy_namespace: str | None = None
+    #: The Gateway listeners routes attach to (``sectionName``): 'http', or the HTTPS listeners
+    #: when TLS is on (mlplane.routing.route_listeners).
+    listeners: tuple[str, ...] = ("http",)
+
+    @property
+    def tls(self) -> bool:
+        return self.listeners != ("http",)
 
     @property
     def proxies_namespace(self) -> str:
@@ -180,6 +187,8 @@ class GatewayRef:
         return f"{prefix}.{self.domain}"
 
     def url(self, prefix: str) -> str:
+        if self.tls:
+            return f"https://{self.host(prefix)}"
         port = "" if self.http_port == 80 else f":{self.http_port}"
         return f"http://{self.host(prefix)}{port}"
 
@@ -361,8 +370,9 @@ def http_route(
                     "kind": "Gateway",
                     "name": gateway.name,
                     "namespace": gateway.namespace,
-                    "sectionName": "http",
+                    "sectionName": listener,
                 }
+                for listener in gateway.listeners
             ],
             "hostnames": [host],
             "rules": [

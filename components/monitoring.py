@@ -80,6 +80,11 @@ class MonitoringArgs:
     scrape_targets: Sequence[kube.ScrapeTarget]
     #: Served models to record metrics and alert for (``Serving.models``).
     models: Sequence[ServedModel]
+    #: Expose Prometheus (no authentication of its own) on the Gateway: only on a kind cluster
+    #: by default (PlatformConfig.prometheus_route).
+    prometheus_route: bool = False
+    #: Add the ModelDrift alert (a model sets ``drift``; the scores come from drift exporters).
+    drift_alerts: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,12 +249,52 @@ def alerting_rules(alerts: AlertsConfig, window: str) -> list[dict[str, Any]]:
     ]
 
 
-def rules(models: Sequence[ServedModel], alerts: AlertsConfig, window: str) -> dict[str, Any]:
-    """The rules file: model recording rules (when there are models), then the alerts."""
+#: Labels identifying one drift result (drift_check.exposition).
+DRIFT_KEYS = "namespace, model, version"
+
+
+def drift_rules(alerts: AlertsConfig) -> list[dict[str, Any]]:
+    """ModelDrift: a model's share of drifted features reached its threshold (both exported by the
+    drift exporter, so each model's threshold from config applies, teams' models included);
+    ModelDriftCheckStale: no drift result for a day."""
+    share = f"max by ({DRIFT_KEYS}) (mlplane_model_drift_share)"
+    threshold = f"max by ({DRIFT_KEYS}) (mlplane_model_drift_share_threshold)"
+    return [
+        {
+            "alert": "ModelDrift",
+            "expr": f"{share} >= on ({DRIFT_KEYS}) {threshold}",
+            "for": alerts.for_,
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "Model {{ $labels.model }} ({{ $labels.version }}) inputs drifted: {{ $value | humanizePercentage }} of features",
+                "description": "The last drift check of {{ $labels.namespace }}/{{ $labels.model }} found the share of features "
+                "whose PSI is above the threshold at or above the model's drift.thresholds.share. See docs/models.md.",
+            },
+        },
+        {
+            "alert": "ModelDriftCheckStale",
+            "expr": "time() - mlplane_model_drift_last_run_timestamp_seconds > 86400",
+            "for": alerts.for_,
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "No drift check of model {{ $labels.model }} for more than a day",
+                "description": "CronJob {{ $labels.model }}-drift in {{ $labels.namespace }} has not written a result for 24h.",
+            },
+        },
+    ]
+
+
+def rules(
+    models: Sequence[ServedModel], alerts: AlertsConfig, window: str, drift: bool = False
+) -> dict[str, Any]:
+    """The rules file: model recording rules (when there are models), then the alerts (and the
+    drift alerts when a model checks drift)."""
     groups: list[dict[str, Any]] = []
     if models:
         groups.append({"name": "mlplane-models", "rules": [r for m in models for r in model_rules(m, window)]})
     groups.append({"name": "mlplane-alerts", "rules": alerting_rules(alerts, window)})
+    if drift:
+        groups.append({"name": "mlplane-drift", "rules": drift_rules(alerts)})
     return {"groups": groups}
 
 
@@ -318,12 +363,16 @@ class Monitoring(pulumi.ComponentResource):
         self._grafana(name, args, ns)
         self._egress(name, args, ns)
         self.grafana_url = pulumi.Output.from_input(gateway.url("grafana"))
-        self.prometheus_url = pulumi.Output.from_input(gateway.url("prometheus"))
+        # Without a route Prometheus is reached in the cluster (or `kubectl port-forward`) only.
+        self.prometheus_url = (
+            pulumi.Output.from_input(gateway.url("prometheus")) if args.prometheus_route else self.prometheus_internal_url
+        )
         self.grafana_admin_user = pulumi.Output.from_input(ADMIN_USER)
         self.uis: list[kube.Ui] = [
             kube.Ui(key="grafana", title=f"Grafana (user {ADMIN_USER})", url=gateway.url("grafana")),
-            kube.Ui(key="prometheus", title="Prometheus", url=gateway.url("prometheus")),
         ]
+        if args.prometheus_route:
+            self.uis.append(kube.Ui(key="prometheus", title="Prometheus", url=gateway.url("prometheus")))
         self.register_outputs(
             {
                 "grafana_url": self.grafana_url,
@@ -393,7 +442,7 @@ class Monitoring(pulumi.ComponentResource):
 
         targets = list(args.scrape_targets)
         window = rate_window(cfg.scrape_interval)
-        rules_text = _dump(rules(args.models, args.config.alerts, window))
+        rules_text = _dump(rules(args.models, args.config.alerts, window, args.drift_alerts))
         data = pulumi.Output.all(*[pulumi.Output.from_input(t.namespace) for t in targets]).apply(
             lambda namespaces: {
                 CONFIG_FILE: _dump(prometheus_config(list(zip(targets, namespaces)), cfg)),
@@ -467,6 +516,8 @@ class Monitoring(pulumi.ComponentResource):
             },
             opts=platform.stateful(self),
         )
+        if not args.prometheus_route:
+            return
         kube.http_route(
             f"{name}-prometheus-route",
             name="prometheus",

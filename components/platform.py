@@ -8,16 +8,17 @@ from typing import Callable, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import kube
+from . import drift, kube
 from .ci_runners import CiRunners, CiRunnersArgs
 from .cluster import Cluster, ClusterArgs
 from .config import PlatformConfig
 from .database import Database, DatabaseArgs
 from .monitoring import Monitoring, MonitoringArgs
 from .object_storage import ObjectStorage, ObjectStorageArgs
-from .registry import Registry, RegistryArgs
+from .registry import PUSH_SECRET_NAME, Registry, RegistryArgs
 from .routing import Routing, RoutingArgs
 from .serving import Serving, ServingArgs
+from .team import registry_egress
 from .team_access import TeamGrant, Teams, TeamsArgs
 from .tracking import TrackingArgs, TrackingServer
 
@@ -107,6 +108,10 @@ class Platform(pulumi.ComponentResource):
                 registry_pull_prefix=self.registry.pull_prefix,
                 registry_push_url=self.registry.cluster_push_url,
                 registry_insecure=config.registry.mode == "bundled",
+                # The bundled registry: job pods get the platform's push credential (created
+                # below) and reach the registry's network on its two ports, nothing else.
+                registry_push_secret=PUSH_SECRET_NAME if self.registry.auth_secret is not None else None,
+                registry_egress=registry_egress(config) if config.registry.mode == "bundled" else None,
                 tracking_uri=self.tracking.internal_url,
                 tracking_username=client.username,
                 tracking_password=client.password,
@@ -130,6 +135,9 @@ class Platform(pulumi.ComponentResource):
                 registry_pull_secrets=lambda resource, namespace, parent: self.registry.image_pull_secrets(
                     resource, namespace, parent=parent
                 ),
+                inference_store=drift.platform_store(
+                    f"{name}-serving", self.storage, platform, config.object_storage.buckets.datasets
+                ),
             ),
             after_gateway,
         )
@@ -142,6 +150,8 @@ class Platform(pulumi.ComponentResource):
                 gateway=gateway,
                 scrape_targets=[t for part in parts for t in part.scrape_targets],
                 models=self.serving.models,
+                prometheus_route=config.prometheus_route,
+                drift_alerts=any(m.drift for m in config.serving.models),
             ),
             after_gateway,
         )

@@ -1,8 +1,12 @@
-"""Gateway API routing to every UI: Envoy Gateway, one GatewayClass and one HTTP Gateway.
+"""Gateway API routing to every UI: Envoy Gateway, one GatewayClass and one Gateway.
 
 The Envoy proxy Service is a NodePort on the fixed port :data:`HTTP_NODE_PORT`; a kind cluster
 maps that port to 127.0.0.1:<http_port> on the host (see :mod:`mlplane.cluster`), so
-``http://<ui>.<domain>`` reaches the Gateway without a LoadBalancer implementation.
+``http://<ui>.<domain>`` reaches the Gateway without a LoadBalancer implementation. With
+``routing.tls.certificate_secret`` (required outside kind unless ``plain_http`` opts out) the
+Gateway terminates HTTPS on :data:`HTTPS_PORT` (NodePort :data:`HTTPS_NODE_PORT`) with the
+certificates you bring, every route attaches to the HTTPS listeners only, and plain HTTP gets a
+301 to HTTPS.
 """
 
 from __future__ import annotations
@@ -14,15 +18,23 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import kube
-from .config import Resources, RoutingConfig
+from .config import Resources, RoutingConfig, TlsConfig
 
 TYPE = "mlplane:routing:Routing"
 #: NodePort of the Gateway's HTTP listener; kind maps it to the host (extraPortMappings).
 HTTP_NODE_PORT = 30080
 #: Port of the HTTP listener on the Gateway (Envoy listens on 10080 inside the pod).
 HTTP_PORT = 80
-#: Name of the Gateway's only listener; HTTPRoutes attach to it with ``sectionName``.
+#: Name of the Gateway's HTTP listener; without TLS, HTTPRoutes attach to it with ``sectionName``.
 LISTENER = "http"
+#: The HTTPS listener for ``*.<domain>`` (routing.tls.certificate_secret); more are
+#: ``https-<n>``, one per routing.tls.certificates entry.
+HTTPS_LISTENER = "https"
+HTTPS_PORT = 443
+#: NodePort of the HTTPS listener (clusters other than kind).
+HTTPS_NODE_PORT = 30443
+#: HTTPRoute in the gateway namespace redirecting every plain HTTP request to HTTPS.
+REDIRECT_ROUTE = "https-redirect"
 #: UID of the distroless Envoy Gateway and Envoy images (nonroot).
 ENVOY_UID = 65532
 #: Helm release name: the chart names its objects after it.
@@ -162,7 +174,7 @@ def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any
                     "externalTrafficPolicy": "Cluster",
                     "patch": {
                         "type": "StrategicMerge",
-                        "value": {"spec": {"ports": [{"port": HTTP_PORT, "nodePort": HTTP_NODE_PORT}]}},
+                        "value": {"spec": {"ports": _node_ports(config.tls)}},
                     },
                 },
             },
@@ -170,24 +182,70 @@ def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any
     }
 
 
-def gateway_spec(class_name: str, domain: str) -> dict[str, Any]:
-    """One HTTP listener for ``*.<domain>``, open to routes from namespaces labelled for access."""
+def _node_ports(tls: TlsConfig) -> list[dict[str, int]]:
+    ports = [{"port": HTTP_PORT, "nodePort": HTTP_NODE_PORT}]
+    if tls.certificate_secret is not None:
+        ports.append({"port": HTTPS_PORT, "nodePort": HTTPS_NODE_PORT})
+    return ports
+
+
+def _https_listeners(tls: TlsConfig, domain: str) -> list[tuple[str, str, str]]:
+    """(listener name, hostname, certificate Secret) of every HTTPS listener."""
+    if tls.certificate_secret is None:
+        return []
+    extra = [(f"{HTTPS_LISTENER}-{index}", c.hostname, c.secret) for index, c in enumerate(tls.certificates, 1)]
+    return [(HTTPS_LISTENER, f"*.{domain}", tls.certificate_secret), *extra]
+
+
+def route_listeners(config: RoutingConfig) -> tuple[str, ...]:
+    """The listeners every HTTPRoute attaches to: the HTTPS ones when TLS is on, else 'http'."""
+    names = tuple(name for name, _, _ in _https_listeners(config.tls, config.domain))
+    return names or (LISTENER,)
+
+
+def gateway_spec(class_name: str, domain: str, tls: TlsConfig | None = None) -> dict[str, Any]:
+    """Listeners for ``*.<domain>``, open to routes from namespaces labelled for access.
+
+    Without TLS: one HTTP listener. With TLS: an HTTPS listener per certificate (terminated at the
+    Gateway with the Secret in the Gateway's namespace) and an HTTP listener that only the
+    redirect route of the Gateway's own namespace attaches to (every plain request gets a 301 to
+    HTTPS; Gateway API ``RequestRedirect``).
+    """
+    tls = tls or TlsConfig()
+    selected = {
+        "namespaces": {"from": "Selector", "selector": {"matchLabels": {kube.GATEWAY_ACCESS: "true"}}},
+        "kinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+    }
+    https = _https_listeners(tls, domain)
+    http_routes = selected
+    if https:
+        http_routes = {**selected, "namespaces": {"from": "Same"}}
+    listeners = [
+        {"name": LISTENER, "protocol": "HTTP", "port": HTTP_PORT, "hostname": f"*.{domain}", "allowedRoutes": http_routes}
+    ]
+    listeners += [
+        {
+            "name": name,
+            "protocol": "HTTPS",
+            "port": HTTPS_PORT,
+            "hostname": hostname,
+            "tls": {"mode": "Terminate", "certificateRefs": [{"group": "", "kind": "Secret", "name": secret}]},
+            "allowedRoutes": selected,
+        }
+        for name, hostname, secret in https
+    ]
+    return {"gatewayClassName": class_name, "listeners": listeners}
+
+
+def redirect_route_spec(gateway_name: str, namespace: str) -> dict[str, Any]:
+    """Every plain HTTP request, on any host, answered with a 301 to the same URL over HTTPS."""
     return {
-        "gatewayClassName": class_name,
-        "listeners": [
-            {
-                "name": LISTENER,
-                "protocol": "HTTP",
-                "port": HTTP_PORT,
-                "hostname": f"*.{domain}",
-                "allowedRoutes": {
-                    "namespaces": {
-                        "from": "Selector",
-                        "selector": {"matchLabels": {kube.GATEWAY_ACCESS: "true"}},
-                    },
-                    "kinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
-                },
-            }
+        "parentRefs": [
+            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway_name,
+             "namespace": namespace, "sectionName": LISTENER}
+        ],
+        "rules": [
+            {"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}
         ],
     }
 
@@ -259,6 +317,7 @@ class Routing(pulumi.ComponentResource):
             domain=cfg.domain,
             http_port=args.http_port,
             proxy_namespace=cfg.proxy_namespace,
+            listeners=route_listeners(cfg),
         )
         self.ready: list[pulumi.Resource] = [controller, gateway_class, gateway]
         self.scrape_targets = [
@@ -315,9 +374,18 @@ class Routing(pulumi.ComponentResource):
             api_version=GATEWAY_API,
             kind="Gateway",
             metadata={"name": platform.name, "namespace": ns_name, "labels": labels},
-            spec=gateway_spec(platform.name, cfg.domain),
+            spec=gateway_spec(platform.name, cfg.domain, cfg.tls),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[chart, gateway_class]),
         )
+        if cfg.tls.certificate_secret is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-https-redirect",
+                api_version=GATEWAY_API,
+                kind="HTTPRoute",
+                metadata={"name": REDIRECT_ROUTE, "namespace": ns_name, "labels": labels},
+                spec=redirect_route_spec(platform.name, ns_name),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+            )
         return gateway_class, gateway
 
     def _egress(self, name: str, platform: kube.Platform) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import kube
+from . import drift, kube
 from .config import MetricsServerConfig, ModelConfig, ModelRef, ServingConfig
 from .tracking import MLFLOW_TELEMETRY_ENV, PORT as TRACKING_PORT
 
@@ -36,6 +36,13 @@ TRACK_LABEL = "mlplane.dev/track"
 #: Pod template annotation carrying the registry URI the replica loads.
 MODEL_URI_ANNOTATION = "mlplane.dev/model-uri"
 CREDENTIALS_SECRET = "mlflow-credentials"
+#: Secret in a serving namespace with the API keys its model routes accept (client id -> key),
+#: the format of Envoy Gateway's ``apiKeyAuth.credentialRefs`` (api/v1alpha1/api_key_auth_types.go).
+API_KEYS_SECRET = "model-api-keys"
+#: Client id of the generated key, and the request header the key is read from.
+API_KEY_CLIENT = "default"
+API_KEY_HEADER = "x-api-key"
+ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
 METRICS_SERVER_NAMESPACE = "kube-system"
 METRICS_SERVER = "metrics-server"
 #: The kubelet's port metrics-server scrapes (--kubelet-preferred-address-types, node addresses).
@@ -83,6 +90,9 @@ class ServingArgs:
     #: Creates the registry's pull Secret in the serving namespace and returns the
     #: ``imagePullSecrets`` entries (Registry.image_pull_secrets), for the platform's own models.
     registry_pull_secrets: Callable[[str, pulumi.Input[str], pulumi.Resource], list[dict[str, Any]]] | None = None
+    #: Builds the object store inference logs go to, only when a model sets ``logging``
+    #: (drift.platform_store); None: logging is refused.
+    inference_store: drift.StoreFactory | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ class Serving(pulumi.ComponentResource):
         self.models: list[ServedModel] = []
         self.urls: dict[str, pulumi.Output[str]] = {}
         self.metrics_server: MetricsServer | None = None
+        #: The generated model API key (secret); None without models or with another auth mode.
+        self.api_key: pulumi.Output[str] | None = None
         if args.config.metrics_server.enabled:
             self.metrics_server = MetricsServer(
                 f"{name}-metrics-server",
@@ -169,8 +181,13 @@ class Serving(pulumi.ComponentResource):
             port="http",
             parent=self,
         )
+        if args.config.auth.mode == "api-key":
+            self.api_key = api_key_secret(
+                f"{name}-api-keys", ns.metadata.name, platform.labels("serving", API_KEYS_SECRET), self
+            )
+        inference = self._inference(name, args, ns_name, ns, secret)
         for model in args.config.models:
-            served = ModelServer(self, name, model, args, ns_name, ns, secret).build()
+            served = ModelServer(self, name, model, args, ns_name, ns, secret, inference).build()
             self.models.append(served)
             self.urls[model.name] = pulumi.Output.from_input(served.url)
             self.uis.append(
@@ -180,6 +197,72 @@ class Serving(pulumi.ComponentResource):
                     url=served.url,
                 )
             )
+
+
+    def _inference(
+        self, name: str, args: ServingArgs, ns_name: str, ns: k8s.core.v1.Namespace, secret: k8s.core.v1.Secret
+    ) -> drift.Inference | None:
+        """The inference-logging objects (docs/models.md), when a model logs requests."""
+        if not any(m.logging for m in args.config.models):
+            return None
+        if args.inference_store is None:
+            raise ValueError("serving.models[].logging needs an object store for the logs (none was given)")
+        inference = drift.Inference(
+            parent=self, prefix=name, platform=args.platform, namespace=ns.metadata.name, ns_name=ns_name,
+            store=args.inference_store(self), tracking_uri=args.tracking_uri,
+            credentials_secret=secret.metadata.name, labels=args.platform.labels("serving", "inference"),
+        )
+        self.scrape_targets.extend(inference.create(any(m.drift for m in args.config.models)))
+        return inference
+
+
+def security_policy_spec(config: ServingConfig, route: str) -> dict[str, Any] | None:
+    """Envoy Gateway SecurityPolicy on one model's HTTPRoute (None with ``auth.mode: none``).
+
+    'api-key': the key in the ``x-api-key`` header, checked against :data:`API_KEYS_SECRET` and
+    removed before the request reaches the model (``sanitize``); 'jwt': a bearer token verified
+    with the issuer's remote JWKS. Types: envoyproxy/gateway v1.9.1 ``api/v1alpha1``
+    (securitypolicy_types.go, api_key_auth_types.go, jwt_types.go); validated against the CRD
+    schema in tests/test_gateway_security.py.
+    """
+    auth = config.auth
+    target = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route}]}
+    if auth.mode == "api-key":
+        return {
+            **target,
+            "apiKeyAuth": {
+                "credentialRefs": [{"group": "", "kind": "Secret", "name": API_KEYS_SECRET}],
+                "extractFrom": [{"headers": [API_KEY_HEADER]}],
+                "sanitize": True,
+            },
+        }
+    if auth.mode == "jwt":
+        assert auth.jwt is not None  # ModelAuthConfig validation
+        provider: dict[str, Any] = {"name": "models", "issuer": auth.jwt.issuer, "remoteJWKS": {"uri": auth.jwt.jwks_uri}}
+        if auth.jwt.audiences:
+            provider["audiences"] = list(auth.jwt.audiences)
+        return {**target, "jwt": {"providers": [provider]}}
+    return None
+
+
+def api_key_secret(
+    resource_name: str, namespace: pulumi.Input[str], labels: Mapping[str, str], parent: pulumi.Resource
+) -> pulumi.Output[str]:
+    """A generated API key and the Secret the model routes of ``namespace`` check it against;
+    returns the key (secret)."""
+    import pulumi_random as random
+
+    key = pulumi.Output.secret(
+        random.RandomPassword(f"{resource_name}-key", length=40, special=False, opts=pulumi.ResourceOptions(parent=parent)).result
+    )
+    k8s.core.v1.Secret(
+        resource_name,
+        metadata={"name": API_KEYS_SECRET, "namespace": namespace, "labels": dict(labels)},
+        type="Opaque",
+        string_data={API_KEY_CLIENT: key},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return key
 
 
 @dataclass
@@ -199,6 +282,8 @@ class ModelServer:
     #: by the platform stack).
     ns: k8s.core.v1.Namespace | None
     secret: k8s.core.v1.Secret
+    #: Inference logging of the namespace (None: no model there logs requests).
+    inference: drift.Inference | None = None
 
     @property
     def _namespace(self) -> pulumi.Input[str]:
@@ -209,24 +294,37 @@ class ModelServer:
         depends_on = [self._track(model.name, "stable", model, model.image, model.min_replicas)]
         backends = [(model.name, SERVICE_PORT, 100)]
         canary = model.canary
-        if canary is not None:
+        if canary is not None and canary.mode == "fixed":
             canary_name = f"{model.name}-canary"
             depends_on.append(self._track(canary_name, "canary", canary, canary.image or model.image, 1))
             backends = [
                 (model.name, SERVICE_PORT, 100 - canary.weight),
                 (canary_name, SERVICE_PORT, canary.weight),
             ]
-        kube.http_route(
+        labels = {**self.args.platform.labels("serving", model.name), MODEL_LABEL: model.name}
+        route = kube.http_route(
             f"{self.prefix}-{model.name}-route",
             name=model.name,
             namespace=self._namespace,
-            labels={**self.args.platform.labels("serving", model.name), MODEL_LABEL: model.name},
+            labels=labels,
             gateway=gateway,
             host=gateway.host(model.name),
             backends=backends,
             parent=self.parent,
             depends_on=depends_on,
         )
+        policy = security_policy_spec(self.args.config, model.name)
+        if policy is not None:
+            k8s.apiextensions.CustomResource(
+                f"{self.prefix}-{model.name}-security-policy",
+                api_version=ENVOY_GATEWAY_API,
+                kind="SecurityPolicy",
+                metadata={"name": model.name, "namespace": self._namespace, "labels": labels},
+                spec=policy,
+                opts=pulumi.ResourceOptions(parent=self.parent, depends_on=[route]),
+            )
+        if self.inference is not None and model.drift is not None:
+            self.inference.drift_job(model, self.args.platform.image("mlflow"), labels)
         return ServedModel(
             name=model.name,
             namespace=self.ns_name,
@@ -234,8 +332,8 @@ class ModelServer:
             url=gateway.url(model.name),
             registered_model=model.registered_model,
             version=model.label,
-            canary_version=canary.label if canary else None,
-            canary_weight=canary.weight if canary else 0,
+            canary_version=canary.label if canary and canary.mode == "fixed" else None,
+            canary_weight=canary.weight if canary and canary.mode == "fixed" else 0,
         )
 
     def _track(
@@ -255,6 +353,10 @@ class ModelServer:
             volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": model.tmp_size}}],
             annotations={MODEL_URI_ANNOTATION: uri},
         )
+        if self.inference is not None and model.logging is not None:
+            # The sidecar runs the pinned MLflow image (Python and boto3), not the model's image.
+            self.inference.wrap(workload, model, ref.label, platform.image("mlflow"))
+            labels[drift.STORE_LABEL] = "true"
         k8s.apps.v1.Deployment(
             f"{resource}-deployment",
             metadata={

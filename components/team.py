@@ -9,7 +9,9 @@ The :class:`Team` component creates, for one team and nothing else:
 - a bucket and an S3 identity limited to it (a grant Job in the platform's storage namespace);
 - an MLflow workspace and an account that manages it and nothing else (a Job in the platform's
   tracking namespace, through MLflow's REST API);
-- its own ARC controller and runner scale set, watching the work namespace only;
+- its own ARC controller and runner scale set in its runner namespace ``<work>-runners``
+  (created by the platform stack, no member Role: the GitHub credential lives there), whose job
+  pods run in the work namespace;
 - its models, served behind the platform Gateway at ``<model>.<team>.<domain>``;
 - a Grafana dashboard of its models (from the Gateway's per-route stats), added to the platform's
   dashboards ConfigMap by a server-side apply patch (``ConfigMapPatch``) that owns only the
@@ -33,10 +35,10 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from . import ci_runners, kube, monitoring, object_storage, serving, team_access, tracking
+from . import ci_runners, kube, monitoring, object_storage, routing, serving, team_access, tracking
 from .cluster import REGISTRY_CONTAINER_PORT
 from .config import CiRunnersConfig, PlatformConfig, Resources
-from .registry import PULL_SECRET_NAME
+from .registry import PULL_SECRET_NAME, PUSH_SECRET_NAME
 from .team_config import QuotaConfig, TeamConfig
 
 TYPE = "mlplane:team:Team"
@@ -50,7 +52,7 @@ ENVIRONMENT = "team-environment"
 S3_SECRET = "s3-credentials"
 #: Secret in both namespaces: the team's MLflow account (the name serving and CI expect).
 MLFLOW_SECRET = serving.CREDENTIALS_SECRET
-#: Service account the team's runners (and their container hooks) use.
+#: Service account the team's runners (and their container hooks) use, in the runner namespace.
 RUNNER_ACCOUNT = "team-runner"
 #: Pods labelled ``mlplane.dev/scrape: metrics`` with a container port named ``metrics`` are scraped.
 SCRAPE_PORT = "metrics"
@@ -84,12 +86,13 @@ MEMBER_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": ["get", "list", "watch"]},
 )
-#: What the runner (ARC's Kubernetes container hooks) needs to run job containers as pods.
+#: What the runner (ARC's Kubernetes container hooks) needs, in the work namespace, to run job
+#: containers as pods there: the 'kubernetes-novolume' hooks' ``requiredPermissions``
+#: (actions/runner-container-hooks packages/k8s/src/k8s/index.ts; no Jobs, unlike volume mode).
 RUNNER_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "create", "delete"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create", "delete"]},
 )
 
@@ -367,9 +370,13 @@ class Team(pulumi.ComponentResource):
             self._tracking()
         self.models: list[serving.ServedModel] = []
         self.model_urls: dict[str, str] = {}
+        #: The key the team's model routes accept (secret); None without models or API-key auth.
+        self.model_api_key: pulumi.Output[str] | None = None
         if cfg.serving.models:
             self._serve()
         self.runner_label: str | None = None
+        #: The team's runner namespace (ARC, runners, the GitHub credential); None without runners.
+        self.runners_namespace: str | None = None
         if cfg.ci_runners.enabled:
             self._runners()
         if cfg.uses("monitoring"):
@@ -772,6 +779,7 @@ class Team(pulumi.ComponentResource):
             domain=cfg.domain(plat.routing.domain),
             http_port=http_port,
             proxy_namespace=plat.routing.proxy_namespace,
+            listeners=routing.route_listeners(plat.routing),
         )
         args = serving.ServingArgs(
             config=cfg.serving.as_serving_config(),
@@ -787,6 +795,10 @@ class Team(pulumi.ComponentResource):
                 ({"name": PULL_SECRET_NAME},) if cfg.uses("registry") and plat.registry.mode == "bundled" else ()
             ),
         )
+        if args.config.auth.mode == "api-key":
+            self.model_api_key = serving.api_key_secret(
+                f"{self._name}-serving-api-keys", self.serving.name, self._labels(serving.API_KEYS_SECRET), self
+            )
         for model in cfg.serving.models:
             served = serving.ModelServer(
                 self, f"{self._name}-serving", model, args, self.serving.name, None,
@@ -798,14 +810,25 @@ class Team(pulumi.ComponentResource):
     # ------------------------------------------------------------------------------ runners
 
     def _runners(self) -> None:
+        """The team's ARC controller, listener and runners in its runner namespace (created by the
+        platform stack; no member Role there), job pods in the work namespace.
+
+        ARC reads the GitHub credential in the namespace of the scale set's runners
+        (actions-runner-controller secretresolver: the object's own namespace), so the runners
+        stay next to it, out of the members' reach; the container hooks create each job pod in
+        the work namespace (``ACTIONS_RUNNER_KUBERNETES_NAMESPACE``), where the team's MLflow and
+        registry credentials are. See docs/components/ci-runners.md, "Team runners"."""
         cfg, plat, out = self._args.config, self._args.platform, self._args.outputs
         runners = cfg.ci_runners
         label = cfg.runner_label
-        namespace = self.work.name
+        namespace = team_access.runners_namespace(self.work.name)
         ci_config = CiRunnersConfig(
             github_config_url=runners.github_config_url,
             github_app=runners.github_app,
             github_token_key=runners.github_token_key,
+            runner_group=runners.runner_group,
+            repository_visibility=runners.repository_visibility,
+            allow_public_repository=runners.allow_public_repository,
             runner_labels=[label],
             min_runners=runners.min_runners,
             max_runners=runners.max_runners,
@@ -815,6 +838,7 @@ class Team(pulumi.ComponentResource):
             job_resources=runners.job_resources,
             work_volume_size=runners.work_volume_size,
         )
+        bundled = cfg.uses("registry") and plat.registry.mode == "bundled"
         ci_args = ci_runners.CiRunnersArgs(
             config=ci_config,
             platform=self._team,
@@ -822,12 +846,16 @@ class Team(pulumi.ComponentResource):
             registry_push_url=out.registry_cluster_push_url,
             # Team runners cannot use 'dind' (team_config), the only mode that reads this.
             registry_insecure=plat.registry.mode == "bundled",
+            # The platform stack puts the team's push credential (push.<team>: its own
+            # repositories) in the work namespace (Registry.team_credentials).
+            registry_push_secret=PUSH_SECRET_NAME if bundled else None,
+            job_namespace=self.work.name,
             tracking_uri=out.tracking_uri,
             tracking_username=cfg.identity,
             tracking_password=self.mlflow_password or pulumi.Output.secret(""),
         )
         labels = self._labels("runners")
-        inputs = self._runner_inputs(ci_args, labels)
+        inputs = self._runner_inputs(ci_args, namespace, labels)
         controller_chart = self._platform.chart("arc-controller")
         controller = k8s.helm.v4.Chart(
             f"{self._name}-runner-controller",
@@ -835,11 +863,11 @@ class Team(pulumi.ComponentResource):
             version=controller_chart.version,
             name="arc",
             namespace=namespace,
-            # Watches the team's namespace only (namespaced Roles, no ClusterRole); the CRDs are
+            # Watches the runner namespace only (namespaced Roles, no ClusterRole); the CRDs are
             # the platform's, installed with its own runner controller.
             values=ci_runners.controller_values(ci_config, self._platform, namespace),
             skip_crds=True,
-            opts=self._child(),
+            opts=self._child(depends_on=inputs),
         )
         values = ci_runners.scale_set_values(ci_args, namespace)
         values["template"]["spec"]["serviceAccountName"] = RUNNER_ACCOUNT
@@ -854,11 +882,27 @@ class Team(pulumi.ComponentResource):
             opts=self._child(depends_on=[controller, *inputs]),
         )
         self.runner_label = label
+        self.runners_namespace = namespace
 
-    def _runner_inputs(self, args: ci_runners.CiRunnersArgs, labels: dict[str, str]) -> list[pulumi.Resource]:
-        """GitHub credentials, the job pod template, and the runner's namespaced RBAC."""
-        namespace = self.work.name
+    def _runner_inputs(
+        self, args: ci_runners.CiRunnersArgs, namespace: str, labels: dict[str, str]
+    ) -> list[pulumi.Resource]:
+        """In the runner namespace: its network policies, the GitHub credential, the job pod
+        template and the runners' service account; in the work namespace: that account's Role
+        (what the container hooks do with job pods) and its binding."""
         runners = self._args.config.ci_runners
+        # Nothing connects in; the controller, listener and runners call GitHub and the API server.
+        k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-runner-deny-ingress",
+            metadata={"name": "deny-ingress", "namespace": namespace, "labels": labels},
+            spec={"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []},
+            opts=self._child(),
+        )
+        kube.isolate_namespace(f"{self._name}-runner", namespace=namespace, labels=labels, parent=self)
+        kube.egress_only_to(
+            f"{self._name}-runner-egress", name="runner-egress", namespace=namespace, labels=labels,
+            pods=None, rules=ci_runners.egress_rules(args, "controller"), parent=self,
+        )
         if runners.github_app is not None:
             credentials: dict[str, pulumi.Input[str]] = {
                 "github_app_id": str(runners.github_app.app_id),
@@ -890,13 +934,13 @@ class Team(pulumi.ComponentResource):
         )
         role = k8s.rbac.v1.Role(
             f"{self._name}-runner-role",
-            metadata={"name": RUNNER_ACCOUNT, "namespace": namespace, "labels": labels},
+            metadata={"name": RUNNER_ACCOUNT, "namespace": self.work.name, "labels": labels},
             rules=[dict(rule) for rule in RUNNER_RULES],
             opts=self._child(),
         )
         binding = k8s.rbac.v1.RoleBinding(
             f"{self._name}-runner-role-binding",
-            metadata={"name": RUNNER_ACCOUNT, "namespace": namespace, "labels": labels},
+            metadata={"name": RUNNER_ACCOUNT, "namespace": self.work.name, "labels": labels},
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
             subjects=[{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": namespace}],
             opts=self._child(),
@@ -1067,6 +1111,8 @@ def team_program(
     if component.s3_access_key_id is not None and component.s3_secret_access_key is not None:
         pulumi.export("s3AccessKeyId", pulumi.Output.secret(component.s3_access_key_id))
         pulumi.export("s3SecretAccessKey", component.s3_secret_access_key)
+    if component.model_api_key is not None:
+        pulumi.export("modelApiKey", component.model_api_key)
     if component.mlflow_username is not None and component.mlflow_password is not None:
         pulumi.export("mlflowUsername", component.mlflow_username)
         pulumi.export("mlflowPassword", component.mlflow_password)

@@ -55,7 +55,7 @@ def tracking_target() -> kube.ScrapeTarget:
 def builder(targets: Sequence[kube.ScrapeTarget] | None = None, models: Sequence[ServedModel] = (IRIS, WINE)):
     def build(platform, config, root) -> dict[str, Any]:
         chosen = [ENVOY, tracking_target()] if targets is None else list(targets)
-        monitoring = Monitoring(PREFIX, MonitoringArgs(config.monitoring, platform, GATEWAY, chosen, list(models)), opts(root))
+        monitoring = Monitoring(PREFIX, MonitoringArgs(config.monitoring, platform, GATEWAY, chosen, list(models), prometheus_route=True), opts(root))
         return {
             "monitoring": monitoring,
             "grafana_url": monitoring.grafana_url,

@@ -23,7 +23,7 @@ PLATFORM = {
     "name": "mlplane",
     "lifecycle": {"throwaway": True},
     "tracking": {"workspaces": True},
-    "ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "githubToken"},
+    "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"},
 }
 #: Namespaces of the platform a team's policies may name, besides its own.
 PLATFORM_NAMESPACES = {"kube-system", "mlplane-tracking", "mlplane-storage", "mlplane-monitoring", "mlplane-gateway"}
@@ -100,6 +100,8 @@ def test_resource_names_type_token_and_parents_are_the_public_contract(two_teams
         )
     }
     assert children == per_namespace | {
+        "team-fraud-runner-deny-ingress", "team-fraud-runner-allow-dns", "team-fraud-runner-default-deny",
+        "team-fraud-runner-egress",
         "team-fraud-serving-allow-gateway", "team-fraud-work-allow-internet",
         "team-fraud-s3-access-key-id", "team-fraud-s3-secret-access-key", "team-fraud-s3-credentials",
         "team-fraud-s3-grant-credentials", "team-fraud-s3-grant-job",
@@ -107,6 +109,7 @@ def test_resource_names_type_token_and_parents_are_the_public_contract(two_teams
         "team-fraud-mlflow-grant-job",
         "team-fraud-serving-scorer-deployment", "team-fraud-serving-scorer-service", "team-fraud-serving-scorer-hpa",
         "team-fraud-serving-scorer-pdb", "team-fraud-serving-scorer-route",
+        "team-fraud-serving-api-keys", "team-fraud-serving-api-keys-key", "team-fraud-serving-scorer-security-policy",
         "team-fraud-runner-github", "team-fraud-runner-job-template", "team-fraud-runner-account",
         "team-fraud-runner-role", "team-fraud-runner-role-binding", "team-fraud-runner-controller",
         "team-fraud-runner-scale-set",
@@ -154,7 +157,7 @@ def test_rbac_is_namespaced_and_binds_only_the_teams_own_subjects(two_teams, nam
         assert binding["roleRef"]["kind"] == "Role"
         for subject in binding["subjects"]:
             if subject["kind"] == "ServiceAccount":
-                assert (subject["namespace"], subject["name"]) in {("mlplane-monitoring", "prometheus"), (f"mlplane-team-{name}", "team-runner")}
+                assert (subject["namespace"], subject["name"]) in {("mlplane-monitoring", "prometheus"), (f"mlplane-team-{name}-runners", "team-runner")}
             else:
                 assert subject["name"] in {f"{name}-lead@example.com", f"{name}-scientists"}
     for role in manifests(result, "Role"):
@@ -232,16 +235,21 @@ def test_the_team_dashboard_reads_only_its_own_routes(two_teams):
     assert exprs and all('httproute/mlplane-team-fraud-serving/' in e for e in exprs)
 
 
-def test_runners_get_their_own_controller_watching_only_the_work_namespace(two_teams):
+def test_runners_get_their_own_controller_watching_only_the_runner_namespace(two_teams):
+    """Controller, listener, runners and the GitHub credential in the runner namespace (no member
+    Role there); job pods in the work namespace (docs/components/ci-runners.md, "Team runners")."""
     result = two_teams["fraud"]
     controller = result.named("team-fraud-runner-controller").inputs
-    assert controller["namespace"] == "mlplane-team-fraud" and controller["skipCrds"] is True
-    assert controller["values"]["flags"]["watchSingleNamespace"] == "mlplane-team-fraud"
+    assert controller["namespace"] == "mlplane-team-fraud-runners" and controller["skipCrds"] is True
+    assert controller["values"]["flags"]["watchSingleNamespace"] == "mlplane-team-fraud-runners"
     scale_set = result.named("team-fraud-runner-scale-set").inputs
-    assert scale_set["namespace"] == "mlplane-team-fraud" and scale_set["name"] == "team-fraud"
+    assert scale_set["namespace"] == "mlplane-team-fraud-runners" and scale_set["name"] == "team-fraud"
     values = scale_set["values"]
     assert values["runnerScaleSetName"] == "team-fraud"
-    assert values["controllerServiceAccount"] == {"namespace": "mlplane-team-fraud", "name": "arc-controller"}
+    assert values["controllerServiceAccount"] == {"namespace": "mlplane-team-fraud-runners", "name": "arc-controller"}
+    (runner,) = values["template"]["spec"]["containers"]
+    assert {"name": "ACTIONS_RUNNER_KUBERNETES_NAMESPACE", "value": "mlplane-team-fraud"} in runner["env"]
+    assert result.named("team-fraud-runner-github").inputs["metadata"]["namespace"] == "mlplane-team-fraud-runners"
     assert values["template"]["spec"]["serviceAccountName"] == "team-runner"
     assert result.named("team-fraud-runner-github").masked_inputs()["stringData"] == SECRET_MASK
     assert result.outputs["team"]["runnerLabel"] == "team-fraud"
