@@ -33,7 +33,7 @@ PLATFORM = {
     "name": "mlplane",
     "lifecycle": {"throwaway": True},
     "tracking": {"workspaces": True},
-    "ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "githubToken"},
+    "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"},
     "serving": {"models": [{"name": "iris", "registered_model": "iris", "alias": "champion"}]},
 }
 #: The one object every team touches: each patches in its own dashboard key.

@@ -15,7 +15,6 @@ import yaml
 
 from . import kube
 from .config import CiRunnersConfig, Resources
-from .registry import REGISTRY_CONTAINER_PORT as REGISTRY_PORT
 from .tracking import PORT as TRACKING_PORT
 
 TYPE = "mlplane:ci:Runners"
@@ -53,6 +52,14 @@ HOOK_EXTERNALS_MOUNT = "/mnt/externals"
 RUNNER_EXTERNALS = "/home/runner/externals"
 GITHUB_APP_DOCS = "https://docs.github.com/en/apps/creating-github-apps"
 KUBERNETES_MODES = ("kubernetes", "kubernetes-novolume")
+#: Where jobs find the registry push credential: ``$DOCKER_CONFIG/config.json``, read by the
+#: Docker CLI, BuildKit's buildctl and crane (docker/cli cli/config/config.go: "DOCKER_CONFIG";
+#: go-containerregistry pkg/authn/keychain.go reads the same file), and ``REGISTRY_AUTH_FILE`` for
+#: buildah, podman and skopeo (containers-auth.json(5)). The directory is a writable emptyDir
+#: (buildx keeps its state under it); only ``config.json`` comes from the Secret.
+DOCKER_CONFIG_DIR = "/mlplane/docker"
+DOCKER_CONFIG_VOLUME = "docker-config"
+REGISTRY_PUSH_VOLUME = "registry-push"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,17 @@ class CiRunnersArgs:
     #: mode dockerd is told so with ``--insecure-registry``. Never set for an HTTPS registry
     #: (dockerd would then also accept an invalid certificate from it).
     registry_insecure: bool = False
+    #: A ``kubernetes.io/dockerconfigjson`` Secret with the registry push credential, in the
+    #: namespace of the pods that run jobs' steps (job pods; runner pods in 'dind'): mounted as
+    #: ``$DOCKER_CONFIG/config.json``. None: no credential (an external registry).
+    registry_push_secret: str | None = None
+    #: The egress rule from job pods to the registry (the bundled one's network and ports,
+    #: mlplane.team.registry_egress). None: HTTPS anywhere covers an external registry.
+    registry_egress: dict[str, Any] | None = None
+    #: 'kubernetes-novolume' only: the namespace the container hooks create job pods in
+    #: (``ACTIONS_RUNNER_KUBERNETES_NAMESPACE``), when not the runners' own. Team runners use it:
+    #: runners stay next to the GitHub credential, jobs run in the team's work namespace.
+    job_namespace: str | None = None
 
 
 def how_to_enable(config: CiRunnersConfig) -> str:
@@ -127,22 +145,50 @@ def job_pod_template(args: CiRunnersArgs) -> dict[str, Any]:
     stays writable because job images install packages at run time. In 'kubernetes-novolume'
     mode the template also replaces the hooks' 'fs-init' init container (see HOOK_INIT_CONTAINER).
     """
+    job: dict[str, Any] = {
+        "name": "$job",
+        "env": _env(args) + registry_env(args),
+        "resources": kube.resources(args.config.job_resources),
+        "securityContext": kube.container_security(read_only_root=False),
+    }
     spec: dict[str, Any] = {
         "securityContext": kube.pod_security(RUNNER_UID, RUNNER_UID),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "containers": [
-            {
-                "name": "$job",
-                "env": _env(args),
-                "resources": kube.resources(args.config.job_resources),
-                "securityContext": kube.container_security(read_only_root=False),
-            }
-        ],
+        "containers": [job],
     }
+    if args.registry_push_secret is not None:
+        job["volumeMounts"] = registry_mounts()
+        spec["volumes"] = registry_volumes(args.registry_push_secret)
     if args.config.container_mode == "kubernetes-novolume":
         spec["initContainers"] = [externals_init_container(args)]
     return {"spec": spec}
+
+
+def registry_env(args: CiRunnersArgs) -> list[dict[str, Any]]:
+    """DOCKER_CONFIG and REGISTRY_AUTH_FILE when jobs get the registry push credential."""
+    if args.registry_push_secret is None:
+        return []
+    return [
+        {"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR},
+        {"name": "REGISTRY_AUTH_FILE", "value": f"{DOCKER_CONFIG_DIR}/config.json"},
+    ]
+
+
+def registry_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": DOCKER_CONFIG_VOLUME, "mountPath": DOCKER_CONFIG_DIR},
+        {"name": REGISTRY_PUSH_VOLUME, "mountPath": f"{DOCKER_CONFIG_DIR}/config.json",
+         "subPath": "config.json", "readOnly": True},
+    ]
+
+
+def registry_volumes(secret: str) -> list[dict[str, Any]]:
+    return [
+        {"name": DOCKER_CONFIG_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
+        {"name": REGISTRY_PUSH_VOLUME,
+         "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
+    ]
 
 
 def externals_init_container(args: CiRunnersArgs) -> dict[str, Any]:
@@ -164,7 +210,7 @@ def externals_init_container(args: CiRunnersArgs) -> dict[str, Any]:
 
 
 def _runner_container(
-    args: CiRunnersArgs, extra_env: list[dict[str, Any]], mounts: list[dict[str, Any]]
+    args: CiRunnersArgs, env: list[dict[str, Any]], mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     security = {
         **kube.container_security(read_only_root=False),
@@ -178,7 +224,7 @@ def _runner_container(
         "command": RUNNER_COMMAND,
         "resources": kube.resources(args.config.runner_resources),
         "securityContext": security,
-        "env": _env(args) + extra_env,
+        "env": env,
         "volumeMounts": mounts,
     }
 
@@ -188,12 +234,20 @@ def runner_pod_spec(args: CiRunnersArgs) -> dict[str, Any]:
     if args.config.container_mode == "dind":
         return _dind_pod_spec(args)
     template_mount = {"name": JOB_TEMPLATE, "mountPath": JOB_TEMPLATE_DIR, "readOnly": True}
+    # Steps run in job pods, not here: the runner gets no MLflow or registry credential.
     hook_env = [
         {
             "name": "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
             "value": f"{JOB_TEMPLATE_DIR}/{JOB_TEMPLATE_FILE}",
         }
     ]
+    if args.job_namespace is not None:
+        if args.config.container_mode != "kubernetes-novolume":
+            # The volume-mode hooks read the runner pod and share its work volume: same namespace.
+            raise ValueError("job_namespace needs container_mode 'kubernetes-novolume'")
+        # actions/runner-container-hooks packages/k8s/src/k8s/index.ts namespace(): this variable
+        # first; the novolume hooks never read the runner pod itself.
+        hook_env.append({"name": "ACTIONS_RUNNER_KUBERNETES_NAMESPACE", "value": args.job_namespace})
     return {
         "securityContext": kube.pod_security(RUNNER_UID, RUNNER_UID),
         # The container hooks create, exec into and delete the job pods through the API.
@@ -250,13 +304,23 @@ def _dind_pod_spec(args: CiRunnersArgs) -> dict[str, Any]:
         ],
     }
     docker_env = [
+        *_env(args),
         {"name": "DOCKER_HOST", "value": DOCKER_SOCKET},
         {"name": "RUNNER_WAIT_FOR_DOCKER_IN_SECONDS", "value": "120"},
+        *registry_env(args),
     ]
     mounts = [
         {"name": "work", "mountPath": WORK_DIR},
         {"name": "dind-sock", "mountPath": "/var/run"},
     ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "work", "emptyDir": {}},
+        {"name": "dind-sock", "emptyDir": {}},
+        {"name": "dind-externals", "emptyDir": {}},
+    ]
+    if args.registry_push_secret is not None:
+        mounts += registry_mounts()
+        volumes += registry_volumes(args.registry_push_secret)
     return {
         "securityContext": {
             "fsGroup": DOCKER_GID,
@@ -267,11 +331,7 @@ def _dind_pod_spec(args: CiRunnersArgs) -> dict[str, Any]:
         "enableServiceLinks": False,
         "initContainers": [externals, dind],
         "containers": [_runner_container(args, docker_env, mounts)],
-        "volumes": [
-            {"name": "work", "emptyDir": {}},
-            {"name": "dind-sock", "emptyDir": {}},
-            {"name": "dind-externals", "emptyDir": {}},
-        ],
+        "volumes": volumes,
     }
 
 
@@ -321,6 +381,8 @@ def scale_set_values(args: CiRunnersArgs, controller_namespace: str) -> dict[str
         "listenerTemplate": _restricted_pod(CONTROLLER_UID, "listener", cfg.controller_resources),
         "template": {"spec": runner_pod_spec(args)},
     }
+    if cfg.runner_group is not None:
+        values["runnerGroup"] = cfg.runner_group
     if cfg.container_mode in KUBERNETES_MODES:
         values["containerMode"] = {"type": cfg.container_mode}
     if cfg.container_mode == "kubernetes":
@@ -339,7 +401,8 @@ def egress_rules(args: CiRunnersArgs, role: str) -> list[dict[str, Any]]:
     no fixed addresses a policy could name: HTTPS (443) to any address but the cloud metadata
     endpoint. The API server: the controller and listener always, runners in the 'kubernetes*'
     modes (the container hooks create job pods). Runners and jobs also reach MLflow, and the
-    bundled registry, a container on kind's network (not a pod: by address, on its port 5000).
+    bundled registry (``registry_egress``: its containers' network on the registry and token
+    ports only, not a pod).
     """
     rules = [kube.internet_egress(443)]
     if role == "controller" or args.config.container_mode in KUBERNETES_MODES:
@@ -350,8 +413,8 @@ def egress_rules(args: CiRunnersArgs, role: str) -> list[dict[str, Any]]:
             {"to": [kube.pods_peer(f"{name}-tracking", args.platform.selector("tracking", "mlflow"))],
              "ports": kube.tcp(TRACKING_PORT)}
         )
-        if args.registry_insecure:
-            rules.append(kube.internet_egress(REGISTRY_PORT))
+        if args.registry_egress is not None:
+            rules.append(args.registry_egress)
     return rules
 
 

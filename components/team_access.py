@@ -6,7 +6,9 @@ project that names this platform stack (``stacks/Pulumi.team-*.yaml``, see
 component per team:
 
 - the team's work and serving namespaces (cluster-scoped: a team identity cannot create
-  namespaces at all), labelled for Pod Security "restricted" like every platform namespace;
+  namespaces at all), labelled for Pod Security "restricted" like every platform namespace, and
+  its runner namespace ``<work>-runners`` (the team's ARC controller, listener, runners and GitHub
+  credential; no member Role there: mlplane.admission, docs/components/ci-runners.md);
 - a ServiceAccount ``team-<name>`` in the ``<platform>-teams`` namespace and a long-lived token
   for it (a ``kubernetes.io/service-account-token`` Secret there; the kubernetes provider waits
   for the token controller to fill it in, pulumi/pulumi-kubernetes#2048);
@@ -20,6 +22,8 @@ component per team:
 - a kubeconfig for that identity (the admin kubeconfig's server and CA, the token as user), in
   the platform's secret output ``teamKubeconfigs`` that the team stack's provider uses.
 
+Once for all teams, :func:`mlplane.admission.team_policies`: the ValidatingAdmissionPolicies that
+limit the service accounts of pods in team namespaces and refuse service-account-token Secrets.
 No ClusterRole and no ClusterRoleBinding is created for a team. The proof is
 ``tests/test_team_identity.py`` (access reviews against a real kube-apiserver).
 """
@@ -34,7 +38,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from . import kube
+from . import admission, kube
+from .team_config import RUNNERS_SUFFIX
 
 TYPE = "mlplane:teams:TeamAccess"
 #: The namespace of the team provisioning identities: ``<platform>-teams``.
@@ -66,6 +71,15 @@ class TeamGrant:
     @property
     def namespaces(self) -> tuple[str, str]:
         return self.work_namespace, self.serving_namespace
+
+    @property
+    def runners_namespace(self) -> str:
+        """The team's runner namespace: ARC and the GitHub credential, out of the members' reach."""
+        return runners_namespace(self.work_namespace)
+
+
+def runners_namespace(work_namespace: str) -> str:
+    return f"{work_namespace}{RUNNERS_SUFFIX}"
 
 
 def identities_namespace(platform_name: str) -> str:
@@ -161,7 +175,7 @@ class TeamAccessArgs:
 class TeamAccess(pulumi.ComponentResource):
     """A team's namespaces and provisioning identity (see the module docstring).
 
-    Children, named ``<name>-<role>``: ``work-namespace``, ``serving-namespace``, ``account``,
+    Children, named ``<name>-<role>``: ``work-namespace``, ``serving-namespace``, ``runners-namespace``, ``account``,
     ``token``, ``<namespace role>-role`` and ``<namespace role>-binding`` per namespace it may write.
     Output: ``kubeconfig`` (secret; None when the cluster is only rendered).
     """
@@ -182,6 +196,12 @@ class TeamAccess(pulumi.ComponentResource):
             )
             for role, namespace in (("work", grant.work_namespace), ("serving", grant.serving_namespace))
         }
+        # Not labelled with the team label: member-facing policies (network, admission) select
+        # the work and serving namespaces by it; this one has its own (mlplane.admission).
+        self.namespaces["runners"] = kube.namespace(
+            team_context, f"{name}-runners-namespace", grant.runners_namespace, parent=self, component="team",
+            extra_labels={admission.RUNNERS_LABEL: grant.name},
+        )
         labels = {**plat.labels("teams", grant.identity), TEAM_LABEL: grant.name}
         account = k8s.core.v1.ServiceAccount(
             f"{name}-account",
@@ -212,7 +232,7 @@ class TeamAccess(pulumi.ComponentResource):
         for role_name, namespace, rules, after in scopes:
             role = k8s.rbac.v1.Role(
                 f"{name}-{role_name}-role",
-                metadata={"name": f"{ROLE}-{grant.name}" if role_name not in ("work", "serving") else ROLE,
+                metadata={"name": f"{ROLE}-{grant.name}" if role_name not in ("work", "serving", "runners") else ROLE,
                           "namespace": namespace, "labels": labels},
                 rules=[dict(rule) for rule in rules],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
@@ -249,8 +269,9 @@ class TeamsArgs:
 
 
 class Teams(pulumi.ComponentResource):
-    """Every admitted team's access: the ``<platform>-teams`` namespace (child ``namespace``) and
-    one :class:`TeamAccess` per team (child ``<team>``). Output: ``kubeconfigs`` (team -> secret)."""
+    """Every admitted team's access: the ``<platform>-teams`` namespace (child ``namespace``), the
+    admission policies of team namespaces (children ``admission-*``, mlplane.admission) and one
+    :class:`TeamAccess` per team (child ``<team>``). Output: ``kubeconfigs`` (team -> secret)."""
 
     def __init__(self, name: str, args: TeamsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplane:teams:Teams", name, None, opts)
@@ -258,6 +279,7 @@ class Teams(pulumi.ComponentResource):
         namespace = kube.namespace(
             plat, f"{name}-namespace", identities_namespace(plat.name), parent=self, component="teams"
         )
+        admission.team_policies(f"{name}-admission", plat, self)
         self.kubeconfigs: dict[str, pulumi.Output[str]] = {}
         for grant in sorted(args.teams, key=lambda g: g.name):
             access = TeamAccess(

@@ -32,6 +32,7 @@ from .config import (
     Memory,
     ModelConfig,
     PlatformConfig,
+    RepositoryVisibility,
     Resources,
     ServingConfig,
     Storage,
@@ -41,6 +42,7 @@ from .config import (
     format_errors,
     memory_bytes,
     resources,
+    runner_scope_problem,
 )
 
 TEAM_KEY = "team"
@@ -55,7 +57,10 @@ LABEL_MAX = 63
 #: name derived from a team is ``<fixed prefix><name>`` or ``<fixed prefix><name><fixed suffix>``
 #: with one suffix per kind, so distinct names give distinct objects (see TeamConfig.derived_names).
 SERVING_SUFFIX = "-serving"
-RESERVED_SUFFIXES = (SERVING_SUFFIX,)
+#: Suffix of a team's runner namespace (ARC controller, listener, runners and the GitHub
+#: credential; created by the platform stack, no member access): ``<platform>-team-<name><suffix>``.
+RUNNERS_SUFFIX = "-runners"
+RESERVED_SUFFIXES = (SERVING_SUFFIX, RUNNERS_SUFFIX)
 #: Prefix of team stack names: the stack of team ``a`` is ``team-a``.
 STACK_PREFIX = "team-"
 
@@ -102,8 +107,8 @@ def _team_name(value: str) -> str:
     for suffix in RESERVED_SUFFIXES:
         if value.endswith(suffix):
             raise ValueError(
-                f"must not end in '{suffix}': the serving namespace of team '{value[: -len(suffix)]}' is "
-                f"'<platform>-team-{value}', which would be this team's work namespace; choose "
+                f"must not end in '{suffix}': the {suffix[1:]} namespace of team '{value[: -len(suffix)]}' "
+                f"is '<platform>-team-{value}', which would be this team's work namespace; choose "
                 "another name"
             )
     return value
@@ -272,8 +277,8 @@ class TeamRunnersConfig(_Model):
         default=None,
         pattern=r"^https://[^\s/]+/[^\s/]+(/[^\s/]+)?/?$",
         description=(
-            "Organization or repository URL the team's runners register with, e.g. "
-            "'https://github.com/acme/fraud-models'. Unset: the team has no runners."
+            "Repository URL the team's runners register with, e.g. 'https://github.com/acme/fraud-models', "
+            "or an organization URL together with runner_group. Unset: the team has no runners."
         ),
     )
     github_app: GitHubAppCredentials | None = Field(
@@ -282,6 +287,27 @@ class TeamRunnersConfig(_Model):
     github_token_key: ConfigKey | None = Field(
         default=None,
         description="Secret config key of the team stack holding a fine-grained personal access token.",
+    )
+    runner_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description=(
+            "Runner group the team's scale set joins (ARC `runnerGroup`); required with an organization "
+            "URL. Limit the group's repository access to the team's repositories in GitHub "
+            "(organization settings > Actions > Runner groups): mlplane cannot set or check it."
+        ),
+    )
+    repository_visibility: RepositoryVisibility = Field(
+        default="private",
+        description=(
+            "Visibility of the team's repository (or of the most visible repository the runner group "
+            "admits), as declared here: mlplane cannot look it up. 'public' needs allow_public_repository."
+        ),
+    )
+    allow_public_repository: bool = Field(
+        default=False,
+        description="Explicit opt-in to runners serving a public repository (fork pull requests can reach them).",
     )
     runner_label: DnsLabel | None = Field(
         default=None,
@@ -292,8 +318,9 @@ class TeamRunnersConfig(_Model):
     container_mode: Literal["kubernetes-novolume", "kubernetes"] = Field(
         default="kubernetes-novolume",
         description=(
-            "How job containers run: as pods next to the runner, without privilege. ('dind' is "
-            "not offered to teams: it needs a privileged namespace.)"
+            "How job containers run: as pods in the team's work namespace, without privilege. Only "
+            "'kubernetes-novolume': 'kubernetes' would run them in the runners' namespace, next to "
+            "the GitHub credential, and 'dind' needs a privileged namespace."
         ),
     )
     runner_resources: Resources = Field(
@@ -327,6 +354,17 @@ class TeamRunnersConfig(_Model):
             raise ValueError("credentials are set but 'github_config_url' is not: set the org or repo URL")
         if self.github_config_url is not None and not (self.github_app or self.github_token_key):
             raise ValueError("'github_config_url' is set but no credentials: set 'github_app' or 'github_token_key'")
+        scope = runner_scope_problem(
+            self.github_config_url, self.runner_group, self.repository_visibility, self.allow_public_repository
+        )
+        if scope:
+            raise ValueError(scope)
+        if self.container_mode == "kubernetes":
+            raise ValueError(
+                "container_mode 'kubernetes' is not offered to teams: its container hooks run job pods "
+                "in the runner's own namespace (they share its work volume), which holds the GitHub "
+                "credential. Allowed: 'kubernetes-novolume' (job pods in the team's work namespace)"
+            )
         if self.min_runners > self.max_runners:
             raise ValueError(f"min_runners ({self.min_runners}) is above max_runners ({self.max_runners})")
         return self

@@ -26,7 +26,7 @@ from mlplane.render import SECRET_MASK
 
 from conftest import fake_secret, opts
 
-TOKEN = {"ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "githubToken"}}
+TOKEN = {"ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"}}
 APP = {
     "ci_runners": {
         "github_config_url": "https://github.com/acme/models",
@@ -88,7 +88,7 @@ def test_off_by_default_creates_nothing(run_component):
 
 
 def test_url_without_credentials_is_still_off(run_component):
-    result, _ = run_component(build, {"ci_runners": {"github_config_url": "https://github.com/acme"}})
+    result, _ = run_component(build, {"ci_runners": {"github_config_url": "https://github.com/acme/models"}})
     assert children(result) == {}
 
 
@@ -104,14 +104,14 @@ def test_how_to_enable_names_every_key_and_the_secret_commands():
 
 
 def test_how_to_enable_skips_what_is_already_set():
-    text = how_to_enable(CiRunnersConfig(github_config_url="https://github.com/acme", runner_labels=["gpu"]))
+    text = how_to_enable(CiRunnersConfig(github_config_url="https://github.com/acme/models", runner_labels=["gpu"]))
     assert "github_config_url" not in text
     assert text.splitlines()[1].startswith("1. Give ARC credentials")
     assert "runs-on: gpu" in text
 
 
 def test_the_steps_produce_a_config_that_turns_runners_on():
-    raw = {"github_config_url": "https://github.com/acme", "github_token_key": "githubToken"}
+    raw = {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"}
     assert CiRunnersConfig.model_validate(raw).enabled
 
 
@@ -177,8 +177,11 @@ def test_tracking_password_is_a_secret_and_only_referenced_from_pods(run_compone
     result, _ = run_component(build, TOKEN)
     tracking = result.named("mlplane-ci-tracking")
     assert tracking.masked_inputs()["stringData"] == SECRET_MASK
+    # Steps run in job pods: the runner itself gets no MLflow credential in the 'kubernetes*' modes.
     spec = scale_set_values(result)["template"]["spec"]
-    env = {e["name"]: e for e in runner_container(spec)["env"]}
+    assert not [e for e in runner_container(spec)["env"] if e["name"].startswith("MLFLOW_")]
+    template = yaml.safe_load(result.named("mlplane-ci-job-template").manifest()["data"]["job.yaml"])
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
     assert env["MLFLOW_TRACKING_URI"]["value"] == TRACKING_URI
     for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
         assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": {"name": "mlflow-credentials", "key": key}}}
@@ -202,7 +205,7 @@ def test_scale_set_values_wire_github_runners_and_the_controller(run_component):
     assert chart["chart"].endswith("/gha-runner-scale-set") and chart["version"] == "0.14.2"
     assert chart["namespace"] == "mlplane-ci-runners"
     values = chart["values"]
-    assert values["githubConfigUrl"] == "https://github.com/acme"
+    assert values["githubConfigUrl"] == "https://github.com/acme/models"
     assert values["githubConfigSecret"] == "github-config"
     assert values["runnerScaleSetName"] == "gpu"
     assert (values["minRunners"], values["maxRunners"]) == (1, 4)

@@ -75,7 +75,7 @@ def test_an_unquoted_version_that_lost_digits_explains_the_quoting(text, shown):
         ({"serving": {"models": [{"name": "m", "registered_model": "m", "version": 1, "min_replicas": 3, "max_replicas": 2}]}}, "min_replicas (3) is above max_replicas (2)"),
         ({"serving": {"models": [{"name": "m", "registered_model": "m", "version": 1}, {"name": "m", "registered_model": "n", "version": 1}]}}, "models[1].name 'm' is used twice"),
         ({"ci_runners": {"github_token_key": "tok"}}, "credentials are set but 'github_config_url' is not"),
-        ({"ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "tok", "container_mode": "dind"}}, "set allow_privileged_runners: true"),
+        ({"ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "tok", "container_mode": "dind"}}, "set allow_privileged_runners: true"),
         ({"monitoring": {"alerts": {"model_error_rate": 2}}}, "mlplane:platform.monitoring.alerts.model_error_rate: Input should be less than 1 (given: 2)"),
         ({"cluster": "kind"}, "mlplane:platform.cluster: Input should be a valid dictionary or instance of ClusterConfig (given: 'kind')"),
     ],
@@ -121,7 +121,7 @@ def test_every_field_has_a_description():
 def test_secret_keys_are_listed_with_their_paths():
     config = parse_platform({
         "database": {"mode": "external", "external": {"host": "db", "password_key": "dbPassword"}},
-        "ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "githubToken"},
+        "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"},
     })
     assert ("database.external.password_key", "dbPassword") in config.secret_keys()
     assert ("ci_runners.github_token_key", "githubToken") in config.secret_keys()

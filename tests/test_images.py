@@ -343,7 +343,7 @@ def test_a_render_with_local_chart_paths_installs_the_charts_from_those_paths(tm
     config = yaml.safe_load((root / "stacks" / "Pulumi.test.yaml").read_text())
     platform = config["config"]["mlplane:platform"]
     platform["images"]["chart_paths"] = {"envoy-gateway": "charts/gateway-helm", "arc-controller": "charts/arc.tgz"}
-    platform["ci_runners"] = {"github_config_url": "https://github.com/acme", "github_token_key": "gh"}
+    platform["ci_runners"] = {"github_config_url": "https://github.com/acme/models", "github_token_key": "gh"}
     config["config"]["mlplane:gh"] = {"secure": "v1:x"}
     (root / "stacks" / "Pulumi.test.yaml").write_text(yaml.safe_dump(config))
     code, _, err = run_cli(root, monkeypatch, "render", "--stack", "test", "--out", str(tmp_path / "out"))

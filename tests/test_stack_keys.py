@@ -253,8 +253,8 @@ def test_a_secret_of_another_namespace_does_not_stand_in_for_an_mlplane_secret(p
 
 def test_a_team_secret_in_plain_text_is_named(project):
     team = {"name": "fraud", "platform_stack": "local", "network": {"allow_internet_https": True},
-            "ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "githubToken"}}
-    runners = {"github_config_url": "https://github.com/acme", "github_token_key": "platformToken"}
+            "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"}}
+    runners = {"github_config_url": "https://github.com/acme/models", "github_token_key": "platformToken"}
     stack(project, "local", {"mlplane:platform": {**PLATFORM["mlplane:platform"], "ci_runners": runners}, "mlplane:platformToken": SECURE})
     stack(project, "team-fraud", {"mlplane:team": team, "mlplane:githubToken": "ghp_plain"})
     result = mlplane(project, "validate", "--stack", "team-fraud")

@@ -66,9 +66,9 @@ def test_derived_names_follow_the_team_name():
         ({"services": ["registry"], "serving": {"models": [{"name": "m", "registered_model": "m", "version": 1}]}},
          f"{ROOT}: serving.models download their model from MLflow: add 'tracking' to services"),
         ({"serving": {"models": [{"name": "m", "registered_model": "m", "version": 1}] * 2}}, "models[1].name 'm' is used twice"),
-        ({"ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "ghToken"}},
+        ({"ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "ghToken"}},
          f"{ROOT}: ci_runners reach GitHub over HTTPS: set network.allow_internet_https: true"),
-        ({"ci_runners": {"github_config_url": "https://github.com/acme"}}, f"{ROOT}.ci_runners: 'github_config_url' is set but no credentials"),
+        ({"ci_runners": {"github_config_url": "https://github.com/acme/models"}}, f"{ROOT}.ci_runners: 'github_config_url' is set but no credentials"),
         ({"ci_runners": {"container_mode": "dind"}}, f"{ROOT}.ci_runners.container_mode: Input should be 'kubernetes-novolume' or 'kubernetes'"),
         ({"object_storage": {"bucket": "Bad_Bucket"}}, f"{ROOT}.object_storage.bucket: must be an S3 bucket name"),
     ],
@@ -117,19 +117,19 @@ def test_object_storage_needs_the_bundled_store_and_a_bucket_of_its_own():
 
 
 def test_team_runners_need_the_platform_runner_controller():
-    runners = {"github_config_url": "https://github.com/acme", "github_token_key": "ghToken"}
+    runners = {"github_config_url": "https://github.com/acme/models", "github_token_key": "ghToken"}
     config = team(ci_runners=runners, network={"allow_internet_https": True})
     assert any("turn on the platform's ci_runners first" in p for p in check_platform(config, parse_platform(WORKSPACES)))
 
 
 def test_collisions_with_other_teams_are_named():
-    ours = team(ci_runners={"github_config_url": "https://github.com/acme", "github_token_key": "t", "runner_label": "ml"},
+    ours = team(ci_runners={"github_config_url": "https://github.com/acme/models", "github_token_key": "t", "runner_label": "ml"},
                 network={"allow_internet_https": True})
     others = {
         "team-fraud2": parse_team({"name": "fraud", "platform_stack": "local"}),
         "team-risk": parse_team({"name": "risk", "platform_stack": "local", "object_storage": {"bucket": "team-fraud"}}),
         "team-ops": parse_team({"name": "ops", "platform_stack": "local", "network": {"allow_internet_https": True},
-                                "ci_runners": {"github_config_url": "https://github.com/acme", "github_token_key": "t", "runner_label": "ml"}}),
+                                "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "t", "runner_label": "ml"}}),
     }
     assert check_collisions(ours, others) == [
         f"{ROOT}.name: team 'fraud' already exists (stack 'team-fraud2')",
