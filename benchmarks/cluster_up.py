@@ -41,7 +41,7 @@ def main() -> None:
         rows = [("control plane start (5 processes, 3 fake nodes, CRDs)",
                  timed(lambda: (plane.start(), plane.install_crds(crd_dir()))))]
         project = Project(base, plane)
-        project.pulumi(PLATFORM_STACK, "stack", "init", PLATFORM_STACK)
+        project.pulumi(PLATFORM_STACK, "stack", "init")
         project.write_config(PLATFORM_STACK, "platform", platform_config(plane.kubeconfig))
         resources = None
 

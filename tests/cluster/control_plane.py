@@ -328,7 +328,12 @@ class ControlPlane:
                 conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
                 if conditions.get("Established") != "True":
                     return False
+                # Established comes before the storage of every version is ready (HTTP 429).
+                for served in crd["spec"]["versions"]:
+                    group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+                    if self.admin.request("GET", f"/apis/{group}/{served['name']}/{plural}")[0] != 200:
+                        return False
             return True
 
-        self._wait("CRDs Established", established, 60)
+        self._wait("CRDs Established and served", established, 90)
         return names
