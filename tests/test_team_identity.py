@@ -83,8 +83,8 @@ def test_each_team_identity_is_namespaced_rbac_only():
     assert {(b["metadata"]["namespace"], b["subjects"][0]["name"]) for b in bindings} == {
         (ns, f"team-{team}")
         for team in ("vision", "nlp")
-        for ns in (f"mlplane-team-{team}", f"mlplane-team-{team}-serving", "mlplane-tracking", "mlplane-storage",
-                   "mlplane-monitoring")
+        for ns in (f"mlplane-team-{team}", f"mlplane-team-{team}-serving", f"mlplane-team-{team}-runners",
+                   "mlplane-tracking", "mlplane-storage", "mlplane-monitoring")
     }
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
