@@ -441,3 +441,40 @@ def test_e2e_the_policies_admit_every_pod_mlplane_creates_in_team_namespaces(clu
     status, payload, warnings = cluster.request("POST", f"/api/v1/namespaces/{WORK}/pods?dryRun=All", job)
     assert status == 201, payload.get("message")
     assert not [w for w in warnings if "PodSecurity" in w], warnings
+
+
+def test_platform_runners_reach_the_registry_network_only_and_get_the_push_credential():
+    """Follow-ups of issue 15: no TCP 5000 to anywhere; job pods authenticate their pushes."""
+    raw = {"ci_runners": RUNNERS}
+    source = cli.Source(raw, "mlplane:platform", "local", None, {})
+    config = parse_platform(raw)
+    result = cli.offline_run(source, config)
+    egress = named(of(result, "NetworkPolicy", "mlplane-ci-runners"), "runner-egress")["spec"]["egress"]
+    bundled = config.registry.bundled
+    assert {"to": [{"ipBlock": {"cidr": bundled.network_cidr}}],
+            "ports": [{"port": 5000, "protocol": "TCP"}, {"port": bundled.auth_port, "protocol": "TCP"}]} in egress
+    for rule in egress:
+        if any(peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0") for peer in rule.get("to", [])):
+            assert [p["port"] for p in rule["ports"]] in ([443], [443, 6443]), rule
+    template = yaml.safe_load(named(of(result, "ConfigMap", "mlplane-ci-runners"), "job-pod-template")["data"]["job.yaml"])
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["registry-push"]["secret"]["secretName"] == "registry-push"
+    assert named(of(result, "Secret", "mlplane-ci-runners"), "registry-push")["type"] == "kubernetes.io/dockerconfigjson"
+
+
+def test_dind_runners_get_the_push_credential_as_docker_config():
+    from mlplane import ci_runners, kube
+    from mlplane.config import CiRunnersConfig
+
+    config = CiRunnersConfig(github_config_url="https://github.com/acme/models", github_token_key="t",
+                             container_mode="dind", allow_privileged_runners=True)
+    args = ci_runners.CiRunnersArgs(
+        config=config, platform=kube.Platform(name="mlplane", provider=None, protect_stateful=False, secret=None),  # type: ignore[arg-type]
+        registry_pull_prefix="localhost:5001", registry_push_url="r:5000", tracking_uri="http://t",
+        tracking_username="u", tracking_password="p", registry_push_secret="registry-push",
+    )
+    spec = ci_runners.runner_pod_spec(args)
+    (runner,) = spec["containers"]
+    assert {"name": "DOCKER_CONFIG", "value": "/mlplane/docker"} in runner["env"]
+    assert {v["name"] for v in spec["volumes"]} >= {"docker-config", "registry-push"}
+    assert [m["name"] for m in runner["volumeMounts"]][-2:] == ["docker-config", "registry-push"]
