@@ -53,6 +53,10 @@ class Target:
     bucket: str | None = None
     workspace: str | None = None
     registry_url: str | None = None
+    #: Basic credentials for the registry's token realm (outputs registryUsername/registryPassword).
+    registry_auth: tuple[str, str] | None = None
+    #: Sent as ``x-api-key`` to the models (serving.auth.mode 'api-key': output modelApiKey).
+    model_api_key: str | None = None
     model_urls: dict[str, str] = field(default_factory=dict)
     prometheus_url: str | None = None
     grafana_url: str | None = None
@@ -111,8 +115,11 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
     mlflow = _url(_get(platform, "urls.mlflow", pwhere), pwhere, "urls.mlflow")
     s3 = _url(_get(platform, "urls.s3", pwhere), pwhere, "urls.s3")
     region = (platform.get("platform") or {}).get("s3Region") or "us-east-1"
+    registry_user, registry_password = platform.get("registryUsername"), platform.get("registryPassword")
     common = dict(
         mlflow_url=mlflow, s3_endpoint=s3, s3_region=region, registry_url=_registry_url(urls, platform),
+        registry_auth=(registry_user, registry_password) if registry_user and registry_password else None,
+        model_api_key=(outputs.get("modelApiKey") or platform.get("modelApiKey")) or None,
         prometheus_url=_url(urls["prometheus"], pwhere, "urls.prometheus") if urls.get("prometheus") else None,
     )
     if team is None:
@@ -272,6 +279,35 @@ def check_model_registry(run: Run) -> str:
     return f"{run.name} version {version}, alias @{ALIAS}"
 
 
+@dataclass
+class RegistryHttp(Http):
+    """The distribution token flow: on 401 with a ``Bearer`` challenge, get a token from its realm
+    (basic auth with the registry credentials, if any) and retry once with it."""
+
+    basic: tuple[str, str] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        headers = dict(kwargs.pop("headers", None) or {})
+        response = super().request(method, url, headers=headers, **kwargs)
+        challenge = response.headers.get("WWW-Authenticate") or response.headers.get("Www-Authenticate") or ""
+        if response.status != 401 or not challenge.startswith("Bearer "):
+            return response
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        key = params.get("scope", "")
+        if key not in self.tokens:
+            query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+            got = Http(timeout=self.timeout).request("GET", f"{params.get('realm', '')}?{query}", auth=self.basic,
+                                                     what="getting a registry token")
+            if got.status != 200:
+                who = f"as {self.basic[0]}" if self.basic else "without credentials (no registryUsername/registryPassword output)"
+                raise CheckFailed(f"the registry's token realm {params.get('realm')} {who}", status_cause(got.status, got.text()))
+            body = got.json()
+            self.tokens[key] = body.get("token") or body.get("access_token") or ""
+        headers["Authorization"] = f"Bearer {self.tokens[key]}"
+        return super().request(method, url, headers=headers, **kwargs)
+
+
 def _blob_upload(http: Http, base: str, repo: str, data: bytes) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     start = http.expect("POST", f"{base}/v2/{repo}/blobs/uploads/", "starting a blob upload", ok=(202,))
@@ -289,7 +325,7 @@ def check_registry(run: Run) -> str:
     base = run.target.registry_url
     if base is None:
         raise CheckFailed("the registry", "the stack outputs name no registry (urls.registry / registryPushUrl)")
-    http = Http(timeout=run.timeout)
+    http = RegistryHttp(timeout=run.timeout, basic=run.target.registry_auth)
     http.expect("GET", f"{base}/v2/", "the registry's /v2/ endpoint")
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
                          "config": {"Labels": {"dev.mlplane.verify": run.stamp}}}).encode()
@@ -372,7 +408,8 @@ def _input_example(run: Run, model: str) -> bytes:
 
 def check_model(run: Run, model: str) -> str:
     url = run.target.model_urls[model]
-    http = Http(timeout=max(run.timeout, 30))
+    api_key = {"x-api-key": run.target.model_api_key} if run.target.model_api_key else {}
+    http = Http(timeout=max(run.timeout, 30), headers=api_key)
     http.expect("GET", f"{url}/ping", f"model {model} /ping")
     payload = _input_example(run, model)
     answer = http.expect("POST", f"{url}/invocations", f"inference on model {model}", body=payload,
@@ -461,7 +498,8 @@ def cleanup(run: Run) -> str:
         attempt(f"experiment {run.name}", lambda: run.api(
             "POST", "/api/2.0/mlflow/experiments/delete", "deleting", {"experiment_id": run.experiment_id}))
     if run.probe_digest and t.registry_url:
-        attempt(f"image {PROBE_REPOSITORY}:{run.stamp}", lambda: Http(timeout=run.timeout).expect(
+        # The bundled registry disables deletes and its tokens grant no "delete": the probe stays.
+        attempt(f"image {PROBE_REPOSITORY}:{run.stamp}: the registry refuses deletes", lambda: RegistryHttp(timeout=run.timeout, basic=t.registry_auth).expect(
             "DELETE", f"{t.registry_url}/v2/{PROBE_REPOSITORY}/manifests/{run.probe_digest}", "deleting", ok=(202,)))
     return "; ".join(left)
 
@@ -524,7 +562,7 @@ def stack_outputs(project: Path, stack: str) -> dict[str, Any]:
     """A deployed stack's outputs, secrets in plain text, through the Automation API."""
     from pulumi import automation as auto
 
-    from .teams import DeployError, backend_url, require_pulumi, workspace_env
+    from .team_deployments import DeployError, backend_url, require_pulumi, workspace_env
 
     try:
         require_pulumi("preview")

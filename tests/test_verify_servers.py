@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from mlplane import program
+from mlplane import program, registry_auth
 from mlplane.monitoring import CONFIG_FILE, RULES_FILE
 from mlplane.render import capture
 from mlplane.tracking import AUTH_CONFIG_DIR, METRICS_DIR
@@ -159,18 +159,37 @@ def start_sidecar(state: Servers, port: int) -> subprocess.Popen:
     return process
 
 
-def start_registry(state: Servers, capture_result: Any, port: int, name: str = "registry", extra: dict | None = None) -> subprocess.Popen:
-    container = capture_result.named("mlplane-registry-container").inputs
-    data = state.work / f"{name}-data"
-    config = {"version": 0.1, "log": {"level": "error"}, "storage": {"filesystem": {"rootdirectory": str(data)}},
-              "http": {"addr": f"127.0.0.1:{port}"}}
+def start_registry(state: Servers, capture_result: Any, port: int, name: str = "registry", readonly: bool = False) -> subprocess.Popen:
+    """The registry container's rendered config (REGISTRY_CONFIG_YAML, token CA) on Debian's
+    docker-registry; its token realm is the rendered token server (start_token_server)."""
+    envs = dict(e.split("=", 1) for e in capture_result.named("mlplane-registry-container").inputs["envs"])
+    config = yaml.safe_load(envs["REGISTRY_CONFIG_YAML"])
+    ca = state.work / f"{name}-token-ca.pem"
+    ca.write_text(envs["REGISTRY_TOKEN_CA"])
+    config["http"]["addr"] = f"127.0.0.1:{port}"
+    config["storage"]["filesystem"]["rootdirectory"] = str(state.work / f"{name}-data")
+    config["auth"]["token"]["realm"] = f"http://127.0.0.1:{state.token_port}/token"  # type: ignore[attr-defined]
+    config["auth"]["token"]["rootcertbundle"] = str(ca)
+    if readonly:
+        config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
     path = state.work / f"{name}.yml"
     path.write_text(yaml.safe_dump(config))
-    env = {**state.base_env(), **dict(e.split("=", 1) for e in container["envs"]), **(extra or {})}
     log = state.work / f"{name}.log"
-    process = subprocess.Popen([str(REGISTRY), "serve", str(path)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen([str(REGISTRY), "serve", str(path)], env=state.base_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     _wait_http(f"http://127.0.0.1:{port}/v2/", process, log, timeout=30)
     return process
+
+
+def start_token_server(state: Servers, capture_result: Any, port: int) -> tuple[subprocess.Popen, str]:
+    """The rendered token server container (command and env; port and bind address local)."""
+    inputs = capture_result.named("mlplane-registry-auth-container").inputs
+    env = {**state.base_env(), **dict(e.split("=", 1) for e in inputs["envs"]), "TOKEN_PORT": str(port), "TOKEN_ADDR": "127.0.0.1"}
+    assert inputs["command"][:2] == ["python", "-c"]
+    log = state.work / "token.log"
+    process = subprocess.Popen([sys.executable, *inputs["command"][1:]], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    _wait_http(f"http://127.0.0.1:{port}/healthz", process, log, timeout=30)
+    state.token_port = port  # type: ignore[attr-defined]
+    return process, env["TOKEN_SECRET"]
 
 
 def log_model(state: Servers) -> None:
@@ -337,7 +356,7 @@ def stack() -> Iterator[Stack]:
     (work / "home-weed").mkdir()
     ports = {name: _pair_port() for name in ("master", "volume", "filer", "s3")}
     ports |= {name: _free_port() for name in ("weed-metrics", "postgres", "mlflow", "sidecar", "registry",
-                                               "model", "envoy", "prometheus", "grafana")}
+                                               "model", "envoy", "prometheus", "grafana", "token")}
     platform = result.outputs["platform"]
     s3 = f"http://127.0.0.1:{ports['s3']}"
     substitutions = {
@@ -360,6 +379,7 @@ def stack() -> Iterator[Stack]:
         running.processes["mlflow"] = start_mlflow(state, ports["mlflow"])
         run_job(state, "mlflow-reader-", "create-reader")
         running.processes["sidecar"] = start_sidecar(state, ports["sidecar"])
+        running.processes["token"], token_secret = start_token_server(state, result, ports["token"])
         running.processes["registry"] = start_registry(state, result, ports["registry"])
         log_model(state)
         running.processes["model"] = start_model(state, ports["model"])
@@ -373,7 +393,7 @@ def stack() -> Iterator[Stack]:
         admin = rendered.secret("mlflow-admin")
         keys = rendered.secret("seaweedfs-admin-credentials")
         running.outputs = {
-            **result.outputs,
+            **{k: v for k, v in result.outputs.items() if v != "[secret]"},  # masked: set below
             "urls": {"mlflow": running.url("mlflow"), "s3": s3, "registry": f"{running.url('registry')}/v2/_catalog",
                      f"model-{MODEL}": running.url("envoy"), "grafana": running.url("grafana"),
                      "prometheus": running.url("prometheus")},
@@ -381,6 +401,10 @@ def stack() -> Iterator[Stack]:
             "grafanaAdminPassword": grafana_password,
             "s3AccessKeyId": keys["access-key-id"], "s3SecretAccessKey": keys["secret-access-key"],
             "registryPushUrl": f"127.0.0.1:{ports['registry']}",
+            # The platform identity of the token server (mlplane.registry_auth); the stack does not
+            # export registry credentials yet, so the test feeds them as verify documents.
+            "registryUsername": registry_auth.PLATFORM_IDENTITY,
+            "registryPassword": registry_auth.password(token_secret, registry_auth.PLATFORM_IDENTITY),
         }
         _wait_targets_up(running.url("prometheus"))
         yield running
@@ -439,8 +463,11 @@ def test_verify_passes_against_the_platform_as_rendered_and_cleans_up(stack, tmp
             f"model {MODEL} inference", "prometheus targets", "model request metric", "grafana", "cleanup"} <= set(checks)
     assert all(r["status"] == "pass" for r in checks.values()), checks
     assert "envoy_cluster_upstream_rq_total" in checks["model request metric"]["detail"]
-    assert checks["cleanup"]["detail"] == "removed everything verify created"
-    # Nothing named mlplane-verify is left: no registered model, no live experiment, no image tag.
+    # The rendered registry disables deletes: the probe image is the one thing left, and said so.
+    assert checks["cleanup"]["detail"].startswith("left behind: image mlplane-verify/probe:"), checks["cleanup"]
+    assert "the registry refuses deletes" in checks["cleanup"]["detail"]
+    assert "mlplane-verify-" not in checks["cleanup"]["detail"]
+    # Nothing else named mlplane-verify is left: no registered model, no live experiment, no image tag.
     admin = (stack.outputs["mlflowAdminUsername"], stack.outputs["mlflowAdminPassword"])
     from mlplane.verify_http import Http
 
@@ -450,8 +477,6 @@ def test_verify_passes_against_the_platform_as_rendered_and_cleans_up(stack, tmp
     live = mlflow.request("POST", f"{stack.url('mlflow')}/api/2.0/mlflow/experiments/search",
                           body={"max_results": 100, "view_type": "ACTIVE_ONLY"}).json()
     assert not [e for e in live.get("experiments", []) if e["name"].startswith("mlplane-verify-")]
-    tags = Http(timeout=10).request("GET", f"{stack.url('registry')}/v2/mlplane-verify/probe/tags/list").json()
-    assert not tags.get("tags"), tags
 
 
 def _identity_keys(stack: Stack) -> tuple[str, str]:
@@ -501,7 +526,7 @@ def test_wrong_credentials_are_named_per_service(stack, tmp_path):
     assert code == 1 and checks["mlflow run"]["status"] == "pass"
     assert checks["artifact in bucket"]["status"] == "fail"
     assert "wrong storage credentials" in checks["artifact in bucket"]["cause"], checks["artifact in bucket"]
-    assert checks["cleanup"]["detail"] == "removed everything verify created"
+    assert "registered model" not in checks["cleanup"]["detail"]
 
 
 def test_a_missing_bucket_is_named(stack, tmp_path):
@@ -516,8 +541,7 @@ def test_a_missing_bucket_is_named(stack, tmp_path):
 def test_a_registry_refusing_the_push_and_a_stopped_registry_are_named(stack, tmp_path):
     _, result = render()
     port = _free_port()
-    readonly = start_registry(stack.servers, result, port, name="registry-readonly",
-                              extra={"REGISTRY_STORAGE_MAINTENANCE_READONLY": "{\"enabled\": true}"})
+    readonly = start_registry(stack.servers, result, port, name="registry-readonly", readonly=True)
     try:
         outputs = {**stack.outputs, "urls": {**stack.outputs["urls"], "registry": f"http://127.0.0.1:{port}/v2/_catalog"}}
         code, report, _ = mlplane(outputs=outputs, tmp=tmp_path)
