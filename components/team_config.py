@@ -271,7 +271,7 @@ class TeamServingConfig(_Model):
 
 
 class TeamRunnersConfig(_Model):
-    """The team's own GitHub Actions runner scale set, in its work namespace."""
+    """The team's own GitHub Actions runner scale set: runners in its runner namespace, job pods in its work namespace."""
 
     github_config_url: str | None = Field(
         default=None,
