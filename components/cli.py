@@ -5,25 +5,31 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional, Sequence, TypeVar
+from typing import Annotated, Optional
 
 import typer
-import yaml
 from rich.console import Console
 
 from . import interrupts, progress
-from . import render as render_mod
-from .render_output import OutputRefused, check_directory, write_render  # noqa: F401 (write_render: used by tests and callers)
-from .config import (
-    NAMESPACE,
-    NO_PLATFORM_HOW,
-    ConfigError,
-    PlatformConfig,
-    memory_bytes,
-    parse_platform,
-    unknown_stack_keys,
+from .cli_support import EXIT_INVALID, err, fail, out, plain_credentials, writing_to  # noqa: F401 (err, EXIT_INVALID: callers)
+from .config import ConfigError, PlatformConfig, memory_bytes, parse_platform  # noqa: F401 (ConfigError, parse_platform: callers)
+from .config_keys import TEAM_CONFIG_KEY
+from .offline import offline_run, render_team_stack
+from .render_output import check_directory, write_render  # noqa: F401 (write_render: used by tests and callers)
+
+# Re-exported: the reading of stack files lives in mlplane.stack_files (below the stack program,
+# which reads team stack files too); callers and tests import these names from here.
+from .stack_files import (  # noqa: F401
+    InputError,
+    Source,
+    load_platform,
+    load_source,
+    project_dir,
+    read_stack_config,
+    secret_problems,
+    secure_keys,
+    stack_file,
 )
 
 app = typer.Typer(
@@ -33,8 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @app.callback()
@@ -47,226 +51,10 @@ def _global_options(
     """A complete MLOps platform from one typed config."""
     progress.set_quiet(quiet)
 
-T = TypeVar("T")
-EXIT_INVALID = 2
-PLATFORM_KEY = "mlplane:platform"
-#: Object-valued config keys (the platform and a team).
-OBJECT_KEYS = (PLATFORM_KEY, "mlplane:team")
-TEAM_KEY = "mlplane:team"
-
 StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Stack name: reads stacks/Pulumi.<NAME>.yaml.")]
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", help="YAML file holding the platform object (what sits under mlplane:platform).")
 ]
-
-
-class InputError(Exception):
-    """Unusable input: reported as one line per problem, exit 2."""
-
-    def __init__(self, *problems: str):
-        self.problems = list(problems)
-        super().__init__("\n".join(problems))
-
-
-def fail(problems: list[str], code: int = EXIT_INVALID) -> NoReturn:
-    for line in problems:
-        err.print(f"error: {line}", markup=False)
-    raise SystemExit(code)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading input
-# --------------------------------------------------------------------------------------------
-
-
-def project_dir(start: Path | None = None, flag: str | None = None) -> Path:
-    """The directory holding Pulumi.yaml, searched from the working directory upwards.
-
-    ``flag`` is the option that needs a project (``--stack``): its commands also take ``--config``.
-    Without it the message names no flag, as the command takes none.
-    """
-    here = (start or Path.cwd()).resolve()
-    for candidate in [here, *here.parents]:
-        if (candidate / "Pulumi.yaml").is_file():
-            return candidate
-    if flag is not None:
-        raise InputError(
-            f"{flag}: no Pulumi.yaml found in {here} or above; run inside an mlplane project, "
-            "or give the platform config as a file with --config FILE"
-        )
-    raise InputError(
-        f"no Pulumi.yaml found in {here} or above: run this command inside an mlplane project "
-        "(the directory holding Pulumi.yaml, or one below it)"
-    )
-
-
-def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise InputError(f"{what}: cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what}: {path} is not UTF-8 text") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise InputError(f"{what}: {path}{where} is not valid YAML: {getattr(error, 'problem', error)}") from None
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a platform object came from."""
-
-    raw: Any
-    root: str
-    stack: str
-    #: Config keys the stack holds as secrets (None when reading a plain file).
-    secure_keys: frozenset[str] | None
-    #: Every key of the stack config (for StackReference stand-ins and team stacks).
-    stack_config: dict[str, Any]
-
-
-def stack_file(stack: str, base: Path | None = None) -> Path:
-    directory = project_dir(base, "--stack") / "stacks"
-    return directory / f"Pulumi.{stack}.yaml"
-
-
-def read_stack_config(stack: str) -> dict[str, Any]:
-    path = stack_file(stack)
-    if not path.is_file():
-        available = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
-        raise InputError(f"--stack: no stack '{stack}' ({path} does not exist); available: {', '.join(available) or 'none'}")
-    document = _read_yaml(path, "--stack")
-    if document is None:
-        return {}
-    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
-        raise InputError(f"--stack: {path} must be a mapping with a 'config' mapping")
-    values = dict(document.get("config") or {})
-    for key in OBJECT_KEYS:
-        # `pulumi new` and `pulumi config set` store an object as a JSON string; the engine
-        # accepts both forms, so mlplane does too.
-        if isinstance(values.get(key), str):
-            try:
-                values[key] = json.loads(values[key])
-            except json.JSONDecodeError as error:
-                raise InputError(f"{key}: {path} holds a string that is not a JSON object ({error.msg})") from None
-    return values
-
-
-def load_source(stack: str | None, config: Path | None) -> Source:
-    if (stack is None) == (config is None):
-        raise InputError("give exactly one of --stack NAME or --config FILE")
-    if config is not None:
-        raw = _read_yaml(config, "--config")
-        if raw is None:
-            raise InputError(
-                f"--config: {config} is empty: write `{{}}` in it to ask for every default "
-                "(every key: docs/config-reference.md)"
-            )
-        if not isinstance(raw, dict):
-            raise InputError(f"--config: {config} must hold a mapping of platform settings (given: {type(raw).__name__})")
-        return Source(raw, "platform", "render", None, {})
-    assert stack is not None
-    values = read_stack_config(stack)
-    return Source(values.get(PLATFORM_KEY), PLATFORM_KEY, stack, secure_keys(values), values)
-
-
-def secure_keys(values: dict[str, Any]) -> frozenset[str]:
-    """Keys of the ``mlplane`` namespace the stack holds encrypted (``secure:``), without the namespace."""
-    return frozenset(
-        key.split(":", 1)[1]
-        for key, value in values.items()
-        if key.startswith(f"{NAMESPACE}:") and isinstance(value, dict) and "secure" in value
-    )
-
-
-def secret_problems(named: list[tuple[str, str]], values: dict[str, Any], stack: str) -> list[str]:
-    """One line per secret config key a ``*_key`` field names (``(field path, key)``) that the
-    stack does not hold encrypted: not set at all, or set in plain text."""
-    held = secure_keys(values)
-    problems = []
-    for path, key in named:
-        if key in held:
-            continue
-        command = f"`pulumi config set --secret {NAMESPACE}:{key} <value> --stack {stack}`"
-        if f"{NAMESPACE}:{key}" in values:
-            problems.append(
-                f"{path}: secret config key '{key}' is set in plain text in "
-                f"stacks/Pulumi.{stack}.yaml, not as a secret: set it encrypted with {command} "
-                "(it replaces the plain value; rotate the value if the file was ever committed)"
-            )
-        else:
-            problems.append(f"{path}: secret config key '{key}' is not set; run {command}")
-    return problems
-
-
-def plain_credentials(stack: str, values: dict[str, Any]) -> list[str]:
-    """Config keys of any namespace (``aws:secretKey``...) that look secret but are stored in plain
-    text: the policy `mlplane plan` enforces (no-plain-secret-config), reused as is."""
-    from . import policies
-
-    view = policies.Stack(name=stack, config_secure=policies.config_secure_keys(values))
-    return [f"{problem.message}: {problem.fix}" for problem in policies.check_plain_secret_config([], view)]
-
-
-def load_platform(stack: str | None, config: Path | None) -> tuple[Source, PlatformConfig]:
-    source = load_source(stack, config)
-    if TEAM_KEY in source.stack_config:
-        raise InputError(
-            f"--stack: '{source.stack}' is a team stack ({TEAM_KEY}); `mlplane validate`, `mlplane render` "
-            "and `mlplane team ...` take team stacks, this command takes platform stacks"
-        )
-    values = source.stack_config
-    if source.secure_keys is not None and source.raw is None:
-        # No platform object: a misspelled key is the likely cause, so it is named first.
-        problems = unknown_stack_keys(values, {PLATFORM_KEY}, PLATFORM_KEY, OBJECT_KEYS, source.stack)
-        empty = PLATFORM_KEY in values
-        raise InputError(
-            *problems,
-            f"{PLATFORM_KEY}: stacks/Pulumi.{source.stack}.yaml "
-            + ("holds an empty platform object (null); " if empty else "has no platform object; ")
-            + NO_PLATFORM_HOW,
-        )
-    try:
-        platform = parse_platform(source.raw, root=source.root)
-    except ConfigError as error:
-        raise InputError(*error.problems) from None
-    if source.secure_keys is not None:
-        named = platform.secret_keys()
-        known = {PLATFORM_KEY, *(f"{NAMESPACE}:{key}" for _, key in named)}
-        problems = unknown_stack_keys(values, known, PLATFORM_KEY, OBJECT_KEYS, source.stack)
-        problems += secret_problems([(f"{source.root}.{path}", key) for path, key in named], values, source.stack)
-        if problems:
-            raise InputError(*problems)
-    return source, platform
-
-
-def offline_run(source: Source, platform: PlatformConfig, teams: Sequence[Any] | None = None) -> render_mod.Capture:
-    """Run the real stack program offline with stand-ins for secret config values.
-
-    ``teams``: the team grants it admits (default: the project's team stacks naming it)."""
-    from .program import platform_program
-
-    secrets = {f"mlplane:{key}": render_mod.stand_in_secret(f"config:{key}") for _, key in platform.secret_keys()}
-    config = {PLATFORM_KEY: json.dumps(source.raw or {}), **secrets}
-    return render_mod.capture(
-        lambda: platform_program(platform, teams),
-        stack=source.stack,
-        config=config,
-        secret_keys=list(secrets),
-    )
-
-
-def writing_to(target: Path | None, write: Callable[[], T]) -> T:
-    """Run ``write``; an unwritable ``--out`` is bad input (exit 2), not a traceback."""
-    try:
-        return write()
-    except OutputRefused as error:
-        raise InputError(*error.problems) from None
-    except OSError as error:
-        raise InputError(f"--out: cannot write {target}: {error.strerror or error}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +65,7 @@ def writing_to(target: Path | None, write: Callable[[], T]) -> T:
 @app.command()
 def validate(stack: StackOpt = None, config: ConfigOpt = None) -> None:
     """Validate a platform or team config: exit 0 when valid, 2 with one line per problem."""
-    if stack is not None and TEAM_KEY in read_stack_config(stack):
+    if stack is not None and TEAM_CONFIG_KEY in read_stack_config(stack):
         for line in teams.validate_stack(stack):
             out.print(line, markup=False)
         return
@@ -338,8 +126,8 @@ def render_cmd(
     """
     # The directory is checked before the slow render, and again when the render is written.
     writing_to(out_dir, lambda: check_directory(out_dir, adopt=adopt_dir, force=force))
-    if stack is not None and TEAM_KEY in read_stack_config(stack):
-        result = teams.render_stack(stack)
+    if stack is not None and TEAM_CONFIG_KEY in read_stack_config(stack):
+        result = render_team_stack(stack)
     else:
         source, platform = load_platform(stack, config)
         result = offline_run(source, platform)
@@ -519,7 +307,7 @@ def docs(
         fail(stale, code=1)
 
 
-from . import teams  # noqa: E402  (the `team` sub-app; teams imports this module lazily)
+from . import teams  # noqa: E402  (the `team` sub-app)
 
 app.add_typer(teams.team_app, name="team")
 

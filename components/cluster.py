@@ -18,7 +18,7 @@ import pulumi
 import yaml
 from pulumi_command import local
 
-from . import render, versions
+from . import run_mode, versions
 from .config import ClusterConfig, ExistingClusterConfig, KindClusterConfig, RegistryConfig
 from .routing import HTTP_NODE_PORT
 
@@ -212,7 +212,7 @@ class Cluster(pulumi.ComponentResource):
 
     @staticmethod
     def _existing_kubeconfig(existing: ExistingClusterConfig) -> str:
-        if render.offline():
+        if run_mode.offline():
             # An offline render (render, plan, footprint in CI) reads no local files.
             return f"kubeconfig of context {existing.context} (not read in an offline render)"
         try:

@@ -334,14 +334,15 @@ StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Platform stack
 
 def _load(stack: str | None) -> tuple[Any, Any, Any, dict[str, Any] | None, Path | None]:
     """Source, config (its lock ignored, so a stale lock can be replaced), render, lock, lock path."""
-    from . import cli
+    from . import offline, stack_files
     from .config import ConfigError, parse_platform, project_path
+    from .config_keys import TEAM_CONFIG_KEY
 
     if stack is None:
-        raise cli.InputError("--stack: give the platform stack whose images to resolve")
-    source = cli.load_source(stack, None)
-    if cli.TEAM_KEY in source.stack_config:
-        raise cli.InputError(f"--stack: '{stack}' is a team stack; its images are its platform stack's: give that one")
+        raise stack_files.InputError("--stack: give the platform stack whose images to resolve")
+    source = stack_files.load_source(stack, None)
+    if TEAM_CONFIG_KEY in source.stack_config:
+        raise stack_files.InputError(f"--stack: '{stack}' is a team stack; its images are its platform stack's: give that one")
     raw = copy.deepcopy(source.raw) if isinstance(source.raw, dict) else source.raw
     lock_file = None
     if isinstance(raw, dict) and isinstance(raw.get("images"), dict):
@@ -349,12 +350,12 @@ def _load(stack: str | None) -> tuple[Any, Any, Any, dict[str, Any] | None, Path
     try:
         platform = parse_platform(raw, root=source.root)
     except ConfigError as error:
-        raise cli.InputError(*error.problems) from None
+        raise stack_files.InputError(*error.problems) from None
     lock = None
     lock_path = None
     if lock_file is not None:
         if not isinstance(lock_file, str) or not lock_file.strip():
-            raise cli.InputError(f"{source.root}.images.lock_file: must be a path (given: {lock_file!r})")
+            raise stack_files.InputError(f"{source.root}.images.lock_file: must be a path (given: {lock_file!r})")
         lock_path = project_path(lock_file)
         if lock_path.exists():
             try:
@@ -362,7 +363,7 @@ def _load(stack: str | None) -> tuple[Any, Any, Any, dict[str, Any] | None, Path
             except LockError as error:
                 lock = None
                 sys.stderr.write(f"note: images.lock_file: {error}\n")
-    result = cli.offline_run(source, platform)
+    result = offline.offline_run(source, platform)
     return source, platform, result, lock, lock_path
 
 
@@ -416,17 +417,17 @@ def lock_cmd(
     Nothing is written unless every one resolves (exit 1). A file that is not an mlplane lock is
     never overwritten (exit 2). Set ``images.lock_file`` to the path to make the stack use it.
     """
-    from . import cli
+    from . import cli_support, stack_files
 
     source, platform, result, _, configured = _load(stack)
-    target = out_file or configured or cli.stack_file(source.stack).parent / f"images.{source.stack}.lock.json"
+    target = out_file or configured or stack_files.stack_file(source.stack).parent / f"images.{source.stack}.lock.json"
     if target.exists():
         try:
             existing = json.loads(target.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             existing = None
         if not isinstance(existing, dict) or existing.get("generator") != GENERATOR:
-            raise cli.InputError(f"--out: {target} exists and is not a lock written by `{GENERATOR}`; not overwritten")
+            raise stack_files.InputError(f"--out: {target} exists and is not a lock written by `{GENERATOR}`; not overwritten")
     items, notes = used(result, platform.images)
     resolve_all(items, RegistryClient(timeout=timeout), None)
     failed = [i for i in items if not i.ok]
@@ -442,13 +443,13 @@ def lock_cmd(
         "images": {i.key: {"ref": i.ref, "digest": i.digest} for i in items if i.kind == "image"},
         "charts": {i.key: {"ref": i.ref, "digest": i.digest} for i in items if i.kind == "chart"},
     }
-    cli.writing_to(target, lambda: target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n"))
+    cli_support.writing_to(target, lambda: target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n"))
     print(f"wrote {target}: {len(document['images'])} images, {len(document['charts'])} charts")
     for note in notes:
         print(f"note: {note}")
     if configured is None:
         try:
-            shown = target.resolve().relative_to(cli.project_dir())
+            shown = target.resolve().relative_to(stack_files.project_dir())
         except ValueError:
             shown = target
         print(f"note: set images.lock_file: {shown} in the stack config to deploy these digests")

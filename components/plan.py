@@ -1,6 +1,6 @@
 """``mlplane plan``: what a change would deploy and whether it breaks a guardrail, offline.
 
-It runs the real stack program against recording mocks (:func:`mlplane.cli.offline_run`),
+It runs the real stack program against recording mocks (:func:`mlplane.offline.offline_run`),
 validates every rendered object strictly against each supported Kubernetes minor, runs the
 policies of :mod:`mlplane.policies` (the ones the policy pack runs under the engine) and
 measures the footprint. The report is Markdown fit for a pull-request comment, or JSON.
@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from . import checks, footprint, policies, progress, versions
-from .cli import TEAM_KEY, Source, load_platform, offline_run, read_stack_config
 from .config import PlatformConfig
+from .config_keys import TEAM_CONFIG_KEY
+from .offline import offline_run, offline_team_run
 from .render import Capture, Recorded
+from .stack_files import Source, load_platform, read_stack_config
+from .team_stacks import checked_stack
 
 PLATFORM_TYPE = "mlplane:index:Platform"
 #: Longest violation table in a report; the rest is counted (pull-request comments are capped).
@@ -174,9 +177,9 @@ def _resource_row(record: Recorded) -> dict[str, Any]:
 def build(stack: str | None, config: Path | None) -> Plan:
     """Render a platform or team stack (or a platform config file) offline and check the result.
 
-    Invalid input raises :class:`mlplane.cli.InputError` before anything is rendered.
+    Invalid input raises :class:`mlplane.stack_files.InputError` before anything is rendered.
     """
-    if stack is not None and config is None and TEAM_KEY in read_stack_config(stack):
+    if stack is not None and config is None and TEAM_CONFIG_KEY in read_stack_config(stack):
         return build_team(stack)
     source, platform = load_platform(stack, config)
     label = str(config) if config is not None else f"stacks/Pulumi.{source.stack}.yaml"
@@ -184,16 +187,14 @@ def build(stack: str | None, config: Path | None) -> Plan:
 
 
 def build_team(stack: str) -> Plan:
-    """A team stack, rendered against the offline render of its platform stack (``mlplane.teams``)."""
-    from . import teams
-
-    checked, values = teams.checked_stack(stack)
+    """A team stack, rendered against the offline render of its platform stack (``mlplane.offline``)."""
+    checked, values = checked_stack(stack)
     view = policies.Stack(
         name=stack,
         throwaway=checked.platform.lifecycle.throwaway,
         config_secure=policies.config_secure_keys(values),
     )
-    return check(stack, f"stacks/Pulumi.{stack}.yaml", teams.offline_team_run(checked, stack), view, checked.platform)
+    return check(stack, f"stacks/Pulumi.{stack}.yaml", offline_team_run(checked, stack), view, checked.platform)
 
 
 def check(stack: str, source_label: str, capture: Capture, view: policies.Stack, platform: PlatformConfig) -> Plan:

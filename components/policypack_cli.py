@@ -44,7 +44,7 @@ def pack_dir() -> Path:
 @policy_pack_app.command("path")
 def path_command() -> None:
     """Print the directory of the policy pack, for `--policy-pack "$(mlplane policy-pack path)"`."""
-    from .cli import err
+    from .cli_support import err
 
     try:
         directory = pack_dir()

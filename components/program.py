@@ -1,23 +1,37 @@
-"""The stack program: read and validate the config once, then build the platform.
+"""The stack programs: read and validate the config once, then build the platform, or a team.
 
-``stacks/__main__.py`` calls :func:`main`; ``mlplane render`` runs the same function offline.
+``stacks/__main__.py`` calls :func:`main`; ``mlplane render`` runs the same functions offline
+(mlplane.offline). A stack holding ``mlplane:team`` is a team stack (:func:`run_team_stack`).
+This module imports the composition (platform, team) and the stack files, never the command
+line or the tooling (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 
 import pulumi
 import pulumi_random as random
 
-from .config import NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
+from .config import NAMESPACE, NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
+from .config_keys import (
+    OFFBOARDING_KEY,
+    OFFBOARDING_SHORT_KEY,
+    PLATFORM_CONFIG_KEY,
+    PLATFORM_SHORT_KEY,
+    TEAM_CONFIG_KEY,
+    TEAM_SHORT_KEY,
+)
 from .platform import Platform, PlatformArgs
+from .stack_files import InputError, project_dir, read_stack_config
+from .team_access import TeamGrant
+from .team_config import check_collisions, check_platform
+from .team_stacks import other_teams, parse_team_stack, platform_of, stack_key_problems, team_stacks
 
-CONFIG_NAMESPACE = "mlplane"
-PLATFORM_KEY = "platform"
-#: A stack whose config holds this key is a team stack (see mlplane.teams).
-TEAM_KEY = "team"
+#: How a team stack's offboarding run treats the team's data (team_deployments.destroy sets it).
+OFFBOARDING_MODES = ("delete-data", "keep-data")
 #: Annotation on every Kubernetes object a stack creates: the stack instance that manages it.
 OWNER_ANNOTATION = "mlplane.dev/owner"
 
@@ -36,28 +50,39 @@ def stack_config_keys() -> set[str]:
 def load_platform_config() -> PlatformConfig:
     """The validated ``mlplane:platform`` object of the current stack; every other key of the
     ``mlplane`` namespace must be a secret key one of its ``*_key`` fields names."""
-    root = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    root = PLATFORM_CONFIG_KEY
     keys = stack_config_keys()
-    raw = pulumi.Config(CONFIG_NAMESPACE).get_object(PLATFORM_KEY)
+    raw = pulumi.Config(NAMESPACE).get_object(PLATFORM_SHORT_KEY)
     if raw is None:
         # A misspelled object key is the likely cause: named first, with the closest known key.
-        problems = unknown_stack_keys(keys, {root}, root, (root, f"{CONFIG_NAMESPACE}:{TEAM_KEY}"))
+        problems = unknown_stack_keys(keys, {root}, root, (root, TEAM_CONFIG_KEY))
         raise ConfigError([*problems, f"{root}: {NO_PLATFORM_HINT}"])
     config = parse_platform(raw, root=root)
-    known = {root, *(f"{CONFIG_NAMESPACE}:{key}" for _, key in config.secret_keys())}
-    problems = unknown_stack_keys(keys, known, root, (f"{CONFIG_NAMESPACE}:{TEAM_KEY}",))
+    known = {root, *(f"{NAMESPACE}:{key}" for _, key in config.secret_keys())}
+    problems = unknown_stack_keys(keys, known, root, (TEAM_CONFIG_KEY,))
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def platform_program(config: PlatformConfig) -> Platform:
-    """Build the platform and export what users and team stacks need."""
-    stack_config = pulumi.Config(CONFIG_NAMESPACE)
-    platform = Platform(config.name, PlatformArgs(config=config, secret=stack_config.require_secret))
+def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None = None) -> Platform:
+    """Build the platform and export what users and team stacks need.
+
+    ``teams``: the team stacks it admits; by default every team stack config of the project that
+    names this stack (:func:`admitted_teams`).
+    """
+    stack_config = pulumi.Config(NAMESPACE)
+    if teams is None:
+        try:
+            teams = admitted_teams(config, pulumi.get_stack(), project_dir())
+        except InputError:  # not in a project directory: no team stack files to admit
+            teams = []
+    platform = Platform(config.name, PlatformArgs(config=config, secret=stack_config.require_secret, teams=teams))
     pulumi.export("urls", platform.urls)
     if platform.kubeconfig is not None:
         pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
+    # Each admitted team stack's scoped kubeconfig (mlplane.team_access), never the admin one.
+    pulumi.export("teamKubeconfigs", pulumi.Output.secret(platform.team_kubeconfigs))
     pulumi.export("mlflowAdminUsername", platform.tracking.admin_username)
     pulumi.export("mlflowAdminPassword", platform.tracking.admin_password)
     pulumi.export("grafanaAdminPassword", platform.monitoring.grafana_admin_password)
@@ -82,6 +107,46 @@ def platform_program(config: PlatformConfig) -> Platform:
         },
     )
     return platform
+
+
+def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path) -> list[TeamGrant]:
+    """The teams the platform stack ``platform_stack`` admits: every team stack config of the
+    project naming it whose config is valid on ``platform`` (the others are reported by
+    `mlplane validate --stack <them>`). Each gets its namespaces and a provisioning identity
+    (mlplane.team_access); a team stack without one cannot deploy."""
+    grants = []
+    for stack in team_stacks(project):
+        try:
+            team = parse_team_stack(stack, read_stack_config(stack))
+        except InputError:
+            continue
+        if team.platform_stack.rsplit("/", 1)[-1] != platform_stack or check_platform(team, platform, TEAM_CONFIG_KEY):
+            continue
+        work, serving = team.namespaces(platform.name)
+        grants.append(TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving))
+    return grants
+
+
+def run_team_stack() -> None:
+    """Validate the team stack's config and build it; any problem stops the run before a resource."""
+    from .team import team_program
+
+    stack_config = pulumi.Config(NAMESPACE)
+    stack = pulumi.get_stack()
+    try:
+        team = parse_team_stack(stack, {TEAM_CONFIG_KEY: stack_config.get_object(TEAM_SHORT_KEY)})
+        problems = stack_key_problems(team, stack_config_keys())
+        _, platform = platform_of(team)
+        problems += check_platform(team, platform, TEAM_CONFIG_KEY)
+        problems += check_collisions(team, other_teams(team, project_dir()), TEAM_CONFIG_KEY, platform.name)
+        mode = stack_config.get(OFFBOARDING_SHORT_KEY)
+        if mode is not None and mode not in OFFBOARDING_MODES:
+            problems.append(f"{OFFBOARDING_KEY}: must be one of {', '.join(OFFBOARDING_MODES)} (given: {mode!r})")
+        if problems:
+            raise InputError(*problems)
+    except InputError as error:
+        raise pulumi.RunError("invalid mlplane team config:\n  " + "\n  ".join(error.problems)) from None
+    team_program(team, platform, offboarding=mode is not None, delete_data=mode != "keep-data")
 
 
 def claim_objects() -> None:
@@ -126,9 +191,7 @@ def claim(
 def main() -> None:
     """Run the platform program, or the team program when the stack holds ``mlplane:team``."""
     claim_objects()
-    if pulumi.Config(CONFIG_NAMESPACE).get_object(TEAM_KEY) is not None:
-        from .teams import run_team_stack
-
+    if pulumi.Config(NAMESPACE).get_object(TEAM_SHORT_KEY) is not None:
         run_team_stack()
         return
     try:

@@ -19,16 +19,10 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from .run_mode import offline, offline_render  # noqa: F401 (offline: callers ask the harness too)
 
 SECRET_MASK = "[secret]"
 
-#: True while a program runs under :func:`capture` (an offline render, not the engine).
-_offline = False
-
-
-def offline() -> bool:
-    """Whether the running program is an offline render: no cluster, files or credentials."""
-    return _offline
 
 #: Kubernetes resource types that are not objects in the cluster.
 _NOT_OBJECTS = ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize", "pulumi:providers:")
@@ -160,18 +154,15 @@ def capture(
     """
     from . import progress
 
-    global _offline
     # "render" is the stack name of a run without a stack (`--config FILE`, tests).
     with progress.step("rendering the config offline" if stack == "render" else f"rendering stack {stack} offline"):
         from . import render_engine  # the Pulumi SDK: loaded only when a program runs
 
-        _offline = True
-        try:
+        # Components ask mlplane.run_mode whether they run offline (they never import this harness).
+        with offline_render():
             resources, outputs = render_engine.run(
                 program, project=project, stack=stack, config=config, secret_keys=secret_keys, stack_references=stack_references
             )
-        finally:
-            _offline = False
     return Capture(resources=resources, outputs=outputs)
 
 

@@ -2,7 +2,7 @@
 
 A team stack never holds the platform's cluster-admin kubeconfig. For every team stack of the
 project that names this platform stack (``stacks/Pulumi.team-*.yaml``, see
-:func:`mlplane.teams.admitted_teams`), the platform stack creates, under one ``TeamAccess``
+:func:`mlplane.program.admitted_teams`), the platform stack creates, under one ``TeamAccess``
 component per team:
 
 - the team's work and serving namespaces (cluster-scoped: a team identity cannot create

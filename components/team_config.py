@@ -44,8 +44,8 @@ from .config import (
     resources,
     runner_scope_problem,
 )
+from .config_keys import TEAM_CONFIG_KEY
 
-TEAM_KEY = "team"
 #: Longest team name. Names derived from it must stay DNS labels: the serving namespace
 #: ``<platform>-team-<name>-serving`` is checked against the real platform name by
 #: :func:`check_platform`.
@@ -527,7 +527,7 @@ class TeamConfig(_Model):
         return [f"{model.name}.{self.domain(platform_domain)}" for model in self.serving.models]
 
 
-def parse_team(raw: Any, root: str = f"mlplane:{TEAM_KEY}") -> TeamConfig:
+def parse_team(raw: Any, root: str = TEAM_CONFIG_KEY) -> TeamConfig:
     """Validate a raw team object. Raises ConfigError naming each offending field."""
     if not isinstance(raw, dict):
         raise ConfigError([f"{root}: must be a mapping of team settings (given: {_given(raw)})"])
@@ -537,7 +537,7 @@ def parse_team(raw: Any, root: str = f"mlplane:{TEAM_KEY}") -> TeamConfig:
         raise ConfigError(format_errors(error, root, TeamConfig)) from None
 
 
-def check_platform(team: TeamConfig, platform: PlatformConfig, root: str = f"mlplane:{TEAM_KEY}") -> list[str]:
+def check_platform(team: TeamConfig, platform: PlatformConfig, root: str = TEAM_CONFIG_KEY) -> list[str]:
     """Problems running ``team`` on ``platform``: one line per problem, naming the team field."""
     problems = []
     serving_ns = team.namespaces(platform.name)[1]
@@ -584,7 +584,7 @@ def check_platform(team: TeamConfig, platform: PlatformConfig, root: str = f"mlp
 def check_collisions(
     team: TeamConfig,
     others: dict[str, TeamConfig],
-    root: str = f"mlplane:{TEAM_KEY}",
+    root: str = TEAM_CONFIG_KEY,
     platform_name: str = "mlplane",
 ) -> list[str]:
     """Problems sharing the platform ``platform_name`` with ``others`` (stack name -> team on the

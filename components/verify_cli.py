@@ -64,7 +64,8 @@ def verify_command(
     """Prove a deployed platform (or team) works end to end: MLflow with auth, a run whose artifact
     lands in the bucket, the model registry, an image push, each model's inference, Prometheus
     targets and metrics, Grafana. Exit 0 all passed, 1 a check failed, 2 bad input."""
-    from .cli import fail, project_dir
+    from .cli_support import fail
+    from .stack_files import project_dir
 
     try:
         if (stack is None) == (outputs is None):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import cli, teams
+from mlplane import cli, program, teams
 from mlplane.config import parse_platform
 from mlplane.render import Capture
 from mlplane.team_access import TeamGrant, team_kubeconfig
@@ -164,7 +164,7 @@ def test_admitted_teams_are_the_valid_team_files_naming_the_platform_stack(tmp_p
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        found = teams.admitted_teams(parse_platform(PLATFORM), "local", tmp_path)
+        found = program.admitted_teams(parse_platform(PLATFORM), "local", tmp_path)
     finally:
         os.chdir(cwd)
     assert sorted(g.name for g in found) == ["nlp", "vision"]
