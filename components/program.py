@@ -83,12 +83,17 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
         pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
     # Each admitted team stack's scoped kubeconfig (mlplane.team_access), never the admin one.
     pulumi.export("teamKubeconfigs", pulumi.Output.secret(platform.team_kubeconfigs))
+    # The team stacks it admits (namespaces and identity exist): `mlplane team create` reads it.
+    pulumi.export("admittedTeams", sorted(grant.name for grant in teams))
     pulumi.export("mlflowAdminUsername", platform.tracking.admin_username)
     pulumi.export("mlflowAdminPassword", platform.tracking.admin_password)
     pulumi.export("grafanaAdminPassword", platform.monitoring.grafana_admin_password)
     pulumi.export("s3AccessKeyId", platform.storage.admin_access_key_id)
     pulumi.export("s3SecretAccessKey", platform.storage.admin_secret_access_key)
     pulumi.export("registryPushUrl", platform.registry.push_url)
+    if platform.serving.api_key is not None:
+        # Requests to the models carry it in the x-api-key header (serving.auth.mode 'api-key').
+        pulumi.export("modelApiKey", platform.serving.api_key)
     pulumi.export(
         "platform",
         {

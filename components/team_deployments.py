@@ -157,8 +157,8 @@ def update_platform(team: TeamConfig, project: Path, on_output: Callable[[str], 
 def admit(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) -> None:
     """Make sure the platform stack has admitted the team (its namespaces and identity exist)."""
     if "/" not in team.platform_stack:
-        admitted = _platform_stack(team, project).outputs().get("teamKubeconfigs")
-        if admitted is not None and team.name in (admitted.value or {}):
+        admitted = _platform_stack(team, project).outputs().get("admittedTeams")
+        if admitted is not None and team.name in (admitted.value or []):
             return
     update_platform(team, project, on_output, f"it creates team '{team.name}''s namespaces and provisioning identity")
 
@@ -205,7 +205,15 @@ def destroy(team: TeamConfig, project: Path, config_path: Path, keep_data: bool,
     _run("pulumi stack rm", lambda: stack.workspace.remove_stack(team.stack))
     config_path.unlink(missing_ok=True)
     # The team's namespaces and identity are the platform stack's: without the file it drops them.
-    update_platform(team, project, on_output, f"it removes team '{team.name}''s namespaces and provisioning identity")
+    # The team itself is gone by now (its file too), so a failure here is reported, not fatal:
+    # the namespaces are empty and the identity can only reach them until the platform's next up.
+    try:
+        update_platform(team, project, on_output, f"it removes team '{team.name}''s namespaces and provisioning identity")
+    except DeployError as error:
+        on_output(
+            f"warning: team '{team.name}' is destroyed, but its namespaces and provisioning identity remain until "
+            f"`pulumi up --stack {team.platform_stack}` succeeds: {error}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
