@@ -63,6 +63,11 @@ class Target:
     grafana_password: str | None = None
 
 
+def probe_repository(target: Target) -> str:
+    """The probe image's repository: a team may push only under ``<team>/`` (mlplane.registry_auth)."""
+    return f"{target.name}/{PROBE_REPOSITORY}" if target.kind == "team" else PROBE_REPOSITORY
+
+
 def _get(outputs: dict[str, Any], path: str, where: str, required: bool = True) -> Any:
     value: Any = outputs
     for part in path.split("."):
@@ -115,7 +120,11 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
     mlflow = _url(_get(platform, "urls.mlflow", pwhere), pwhere, "urls.mlflow")
     s3 = _url(_get(platform, "urls.s3", pwhere), pwhere, "urls.s3")
     region = (platform.get("platform") or {}).get("s3Region") or "us-east-1"
-    registry_user, registry_password = platform.get("registryUsername"), platform.get("registryPassword")
+    # A team pushes with its own identity (its outputs), the platform with the platform's.
+    registry_user = outputs.get("registryUsername") or platform.get("registryUsername")
+    registry_password = outputs.get("registryPassword") or platform.get("registryPassword")
+    if team is not None and outputs.get("registryUsername"):
+        registry_password = outputs.get("registryPassword")
     common = dict(
         mlflow_url=mlflow, s3_endpoint=s3, s3_region=region, registry_url=_registry_url(urls, platform),
         registry_auth=(registry_user, registry_password) if registry_user and registry_password else None,
@@ -323,6 +332,7 @@ def _blob_upload(http: Http, base: str, repo: str, data: bytes) -> str:
 
 def check_registry(run: Run) -> str:
     base = run.target.registry_url
+    repo = probe_repository(run.target)
     if base is None:
         raise CheckFailed("the registry", "the stack outputs name no registry (urls.registry / registryPushUrl)")
     http = RegistryHttp(timeout=run.timeout, basic=run.target.registry_auth)
@@ -330,24 +340,24 @@ def check_registry(run: Run) -> str:
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
                          "config": {"Labels": {"dev.mlplane.verify": run.stamp}}}).encode()
     layer = run.name.encode()
-    config_digest = _blob_upload(http, base, PROBE_REPOSITORY, config)
-    layer_digest = _blob_upload(http, base, PROBE_REPOSITORY, layer)
+    config_digest = _blob_upload(http, base, repo, config)
+    layer_digest = _blob_upload(http, base, repo, layer)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
     }).encode()
-    http.expect("PUT", f"{base}/v2/{PROBE_REPOSITORY}/manifests/{run.stamp}", "pushing the manifest", ok=(201,),
+    http.expect("PUT", f"{base}/v2/{repo}/manifests/{run.stamp}", "pushing the manifest", ok=(201,),
                 body=manifest, headers={"Content-Type": OCI_MANIFEST})
     run.probe_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    got = http.expect("GET", f"{base}/v2/{PROBE_REPOSITORY}/manifests/{run.stamp}", "pulling the manifest back",
+    got = http.expect("GET", f"{base}/v2/{repo}/manifests/{run.stamp}", "pulling the manifest back",
                       headers={"Accept": OCI_MANIFEST})
     if got.body != manifest:
         raise CheckFailed("the manifest pulled back", "differs from what was pushed")
-    blob = http.expect("GET", f"{base}/v2/{PROBE_REPOSITORY}/blobs/{layer_digest}", "pulling the layer back")
+    blob = http.expect("GET", f"{base}/v2/{repo}/blobs/{layer_digest}", "pulling the layer back")
     if blob.body != layer:
         raise CheckFailed("the layer pulled back", "differs from what was pushed")
-    return f"pushed and pulled {PROBE_REPOSITORY}:{run.stamp} ({run.probe_digest[:19]}...) at {base}"
+    return f"pushed and pulled {repo}:{run.stamp} ({run.probe_digest[:19]}...) at {base}"
 
 
 # --- Serving and Prometheus -------------------------------------------------------------------
@@ -499,8 +509,9 @@ def cleanup(run: Run) -> str:
             "POST", "/api/2.0/mlflow/experiments/delete", "deleting", {"experiment_id": run.experiment_id}))
     if run.probe_digest and t.registry_url:
         # The bundled registry disables deletes and its tokens grant no "delete": the probe stays.
-        attempt(f"image {PROBE_REPOSITORY}:{run.stamp}: the registry refuses deletes", lambda: RegistryHttp(timeout=run.timeout, basic=t.registry_auth).expect(
-            "DELETE", f"{t.registry_url}/v2/{PROBE_REPOSITORY}/manifests/{run.probe_digest}", "deleting", ok=(202,)))
+        repo = probe_repository(t)
+        attempt(f"image {repo}:{run.stamp}: the registry refuses deletes", lambda: RegistryHttp(timeout=run.timeout, basic=t.registry_auth).expect(
+            "DELETE", f"{t.registry_url}/v2/{repo}/manifests/{run.probe_digest}", "deleting", ok=(202,)))
     return "; ".join(left)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplane.verify import VerifyInputError, target_from_outputs, verify
+from mlplane.verify import VerifyInputError, probe_repository, target_from_outputs, verify
 from mlplane.verify_http import status_cause
 
 MLPLANE = str(Path(sys.executable).parent / "mlplane")
@@ -74,6 +74,11 @@ def test_team_outputs_take_urls_from_the_platform_and_credentials_from_the_team(
     assert target.mlflow_auth == ("team-fraud", "tp") and target.s3_credentials == ("tk", "ts")
     assert target.mlflow_url == "http://127.0.0.1:5000" and target.model_urls == {"churn": "http://churn.fraud.example"}
     assert target.grafana_url is None
+    assert probe_repository(target) == "fraud/mlplane-verify/probe"  # a team may push only under fraud/
+    assert probe_repository(target_from_outputs(platform_outputs())) == "mlplane-verify/probe"
+    pushing = target_from_outputs({**team, "registryUsername": "push.fraud", "registryPassword": "rp"},
+                                  {**platform_outputs(), "registryUsername": "platform", "registryPassword": "pp"})
+    assert pushing.registry_auth == ("push.fraud", "rp")
     with pytest.raises(VerifyInputError, match="mlflowPassword"):
         target_from_outputs({**team, "mlflowPassword": None}, platform_outputs())
 
