@@ -109,6 +109,17 @@ def memory_bytes(value: str) -> int:
     return int(Decimal(match["num"]) * _MEMORY_FACTORS[match["unit"]])
 
 
+_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds in a Prometheus duration such as '30s' or '5m' (the config's Duration format)."""
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h|d|w|y)", duration)
+    if not match:
+        raise ValueError(f"not a duration: {duration!r}")
+    return int(match[1]) * _DURATION_SECONDS[match[2]]
+
+
 def _cpu(value: str) -> str:
     cpu_millicores(value)
     return value
@@ -297,7 +308,7 @@ class ImagesConfig(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         if self.lock_file is not None:
-            from .images import LockError, read_lock
+            from .image_lock import LockError, read_lock
 
             try:
                 self._lock = read_lock(project_path(self.lock_file), self.registry_mirror, self.chart_mirror)

@@ -27,7 +27,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import kube
-from .config import DriftConfig, ModelConfig, ModelRef
+from .config import DriftConfig, ModelConfig, ModelRef, duration_seconds
 
 #: Pods carrying this label reach the object store (NetworkPolicy ``inference-store-egress``).
 STORE_LABEL = "mlplane.dev/inference-store"
@@ -188,8 +188,6 @@ class Inference:
 
     def drift_job(self, model: ModelConfig, image: str, labels: Mapping[str, str]) -> k8s.batch.v1.CronJob:
         """``CronJob/<model>-drift``: the stable track's logged window against its reference."""
-        from .monitoring import duration_seconds  # monitoring imports serving, which imports this
-
         cfg: DriftConfig = model.drift  # type: ignore[assignment]
         name = f"{model.name}-drift"
         job_labels = {**labels, **self.platform.labels("serving", name), STORE_LABEL: "true"}

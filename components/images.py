@@ -31,10 +31,8 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from . import versions
+from .image_lock import DIGEST, GENERATOR, LOCK_VERSION, LockError, read_lock  # noqa: F401 (callers and tests)
 
-GENERATOR = "mlplane images lock"
-LOCK_VERSION = 1
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: Manifest media types asked for: OCI index and manifest, Docker manifest list and v2 manifest.
 ACCEPT = ", ".join(
     (
@@ -49,58 +47,12 @@ API_HOSTS = {"docker.io": "registry-1.docker.io"}
 EXIT_FAILED = 1
 
 
-class LockError(Exception):
-    """An image lock file that cannot be used (unreadable, not a lock, stale)."""
-
-
 class RegistryError(Exception):
     """A reference that could not be resolved: ``kind`` is 'missing' (no such tag) or 'unavailable'."""
 
     def __init__(self, kind: str, message: str):
         self.kind = kind
         super().__init__(message)
-
-
-# --------------------------------------------------------------------------------------------
-# The lock file
-# --------------------------------------------------------------------------------------------
-
-
-def read_lock(path: Path, registry_mirror: str | None, chart_mirror: str | None) -> dict[str, Any]:
-    """Load a lock file and check that its entries name the refs this config would pull."""
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LockError(f"{path} does not exist; run `mlplane images lock --stack <stack>` to write it") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise LockError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
-    except json.JSONDecodeError as error:
-        raise LockError(f"{path} is not JSON ({error.msg}, line {error.lineno})") from None
-    if not isinstance(document, dict) or document.get("generator") != GENERATOR:
-        raise LockError(f"{path} is not a lock written by `{GENERATOR}`")
-    problems = []
-    for section, pins, current in (
-        ("images", versions.IMAGES, lambda key: versions.IMAGES[key].ref(registry_mirror)),
-        ("charts", versions.CHARTS, lambda key: versions.CHARTS[key].ref(chart_mirror)),
-    ):
-        entries = document.get(section, {})
-        if not isinstance(entries, dict):
-            raise LockError(f"{path}: '{section}' must be a mapping")
-        for key, entry in entries.items():
-            if key not in pins:
-                problems.append(f"{section}.{key} is not a pin in versions.py")
-                continue
-            if not isinstance(entry, dict) or not DIGEST.match(str(entry.get("digest", ""))):
-                problems.append(f"{section}.{key} has no sha256 digest")
-                continue
-            want = current(key)
-            if section == "charts":
-                want = f"{want}:{versions.CHARTS[key].version}"
-            if entry.get("ref") != want:
-                problems.append(f"{section}.{key} locks {entry.get('ref')}, the stack now uses {want}")
-    if problems:
-        raise LockError(f"{path} is stale ({'; '.join(problems)}); run `mlplane images lock` again")
-    return {"images": document.get("images", {}), "charts": document.get("charts", {})}
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pulumi_random as random
 import yaml
 
 from . import kube
-from .config import AlertsConfig, MonitoringConfig, PrometheusConfig, memory_bytes
+from .config import AlertsConfig, MonitoringConfig, PrometheusConfig, duration_seconds, memory_bytes
 from .serving import ServedModel
 
 TYPE = "mlplane:monitoring:Monitoring"
@@ -68,7 +68,6 @@ TEAM_SCRAPE_PORT = "metrics"
 #: Pod template annotation that changes (and so rolls the pod) when the configuration changes.
 CHECKSUM_ANNOTATION = "mlplane.dev/config-checksum"
 _JOB = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 @dataclass(frozen=True)
@@ -106,14 +105,6 @@ def check_targets(targets: Sequence[kube.ScrapeTarget]) -> None:
         if target.job in seen:
             raise ValueError(f"scrape target job '{target.job}' is declared twice; jobs must be unique")
         seen.add(target.job)
-
-
-def duration_seconds(duration: str) -> float:
-    """Seconds in a Prometheus duration such as '30s' or '5m' (the config's Duration format)."""
-    match = re.fullmatch(r"([0-9]+)(ms|s|m|h|d|w|y)", duration)
-    if not match:
-        raise ValueError(f"not a duration: {duration!r}")
-    return int(match[1]) * _DURATION_SECONDS[match[2]]
 
 
 def rate_window(scrape_interval: str) -> str:

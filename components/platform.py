@@ -15,10 +15,9 @@ from .config import PlatformConfig
 from .database import Database, DatabaseArgs
 from .monitoring import Monitoring, MonitoringArgs
 from .object_storage import ObjectStorage, ObjectStorageArgs
-from .registry import PUSH_SECRET_NAME, Registry, RegistryArgs
+from .registry import PUSH_SECRET_NAME, Registry, RegistryArgs, registry_egress
 from .routing import Routing, RoutingArgs
 from .serving import Serving, ServingArgs
-from .team import registry_egress
 from .team_access import TeamGrant, Teams, TeamsArgs
 from .tracking import TrackingArgs, TrackingServer
 

@@ -20,7 +20,7 @@ import yaml
 
 from . import kube, registry_auth
 from .cluster import REGISTRY_CONTAINER_PORT, Cluster, registry_container_name, registry_host
-from .config import RegistryConfig
+from .config import PlatformConfig, RegistryConfig
 
 TYPE = "mlplane:registry:Registry"
 #: Docker network kind creates and attaches its nodes to.
@@ -343,3 +343,17 @@ def credential_secret(
         string_data={".dockerconfigjson": pulumi.Output.secret(document)},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
     )
+
+
+def registry_egress(platform: PlatformConfig) -> dict[str, Any]:
+    """Egress to the platform registry only. The bundled registry and its token server are
+    containers on kind's Docker network, outside the pod network: its subnet
+    (``registry.bundled.network_cidr``) on the registry's port and the token server's, nothing
+    else. An external registry has no fixed address: HTTPS anywhere but the metadata endpoints."""
+    if platform.registry.mode != "bundled":
+        return kube.internet_egress(443)
+    bundled = platform.registry.bundled
+    return {
+        "to": [{"ipBlock": {"cidr": bundled.network_cidr}}],
+        "ports": kube.tcp(REGISTRY_CONTAINER_PORT, bundled.auth_port),
+    }

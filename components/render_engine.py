@@ -13,7 +13,7 @@ import pulumi
 from pulumi.runtime import mocks as _mocks
 from pulumi.runtime import rpc
 
-from .render import SECRET_MASK, Recorded, StackOutputs, stand_in_secret
+from .render_records import SECRET_MASK, Recorded, StackOutputs, stand_in_secret
 
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:

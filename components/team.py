@@ -36,9 +36,8 @@ import pulumi_random as random
 import yaml
 
 from . import ci_runners, kube, monitoring, object_storage, routing, serving, team_access, tracking
-from .cluster import REGISTRY_CONTAINER_PORT
 from .config import CiRunnersConfig, PlatformConfig, Resources
-from .registry import PULL_SECRET_NAME, PUSH_SECRET_NAME
+from .registry import PULL_SECRET_NAME, PUSH_SECRET_NAME, registry_egress
 from .team_config import QuotaConfig, TeamConfig
 
 TYPE = "mlplane:team:Team"
@@ -977,20 +976,6 @@ class Team(pulumi.ComponentResource):
             data={dashboard_file(cfg): json.dumps(team_dashboard(cfg, self.serving.name, window), indent=1)},
             opts=self._child(),
         )
-
-
-def registry_egress(platform: PlatformConfig) -> dict[str, Any]:
-    """Egress to the platform registry only. The bundled registry and its token server are
-    containers on kind's Docker network, outside the pod network: its subnet
-    (``registry.bundled.network_cidr``) on the registry's port and the token server's, nothing
-    else. An external registry has no fixed address: HTTPS anywhere but the metadata endpoints."""
-    if platform.registry.mode != "bundled":
-        return kube.internet_egress(443)
-    bundled = platform.registry.bundled
-    return {
-        "to": [{"ipBlock": {"cidr": bundled.network_cidr}}],
-        "ports": kube.tcp(REGISTRY_CONTAINER_PORT, bundled.auth_port),
-    }
 
 
 def dashboard_file(team: TeamConfig) -> str:
