@@ -15,6 +15,7 @@ version); the CRDs of the Gateway API and Envoy Gateway from the latter's --prin
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -107,11 +108,10 @@ class ApiError(AssertionError):
 class Client:
     """A minimal REST client of the API server, with one identity's bearer token."""
 
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, ca_file: Path):
         self.url, self.token = url, token
-        self.ssl = ssl.create_default_context()
-        self.ssl.check_hostname = False  # the throwaway server's self-generated certificate
-        self.ssl.verify_mode = ssl.CERT_NONE
+        # kube-apiserver's self-generated serving certificate file also holds the CA that signed it.
+        self.ssl = ssl.create_default_context(cafile=str(ca_file))
 
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                 headers: dict[str, str] | None = None) -> tuple[int, dict]:
@@ -189,7 +189,10 @@ class ControlPlane:
         token = IDENTITIES[user][0]
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
-            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
+            "clusters": [{"name": CONTEXT, "cluster": {
+                "server": self.url,
+                "certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode(),
+            }}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user}}],
         }))
@@ -231,7 +234,10 @@ class ControlPlane:
             "--enable-admission-plugins=PodSecurity,NamespaceLifecycle,ServiceAccount,DefaultStorageClass",
         ])
         self.url = f"https://127.0.0.1:{secure_port}"
-        self.admin = Client(self.url, IDENTITIES["admin"][0])
+        self.ca_file = base / "certs" / "apiserver.crt"
+        self._wait("kube-apiserver serving certificate and its CA", lambda: self.ca_file.exists()
+                   and self.ca_file.read_text().count("BEGIN CERTIFICATE") >= 2, 60)
+        self.admin = Client(self.url, IDENTITIES["admin"][0], self.ca_file)
         self._wait("kube-apiserver /readyz", lambda: self.admin.request("GET", "/readyz")[0] == 200, 120)
         self._kubeconfig(self.kubeconfig, "admin")
 
@@ -244,7 +250,7 @@ class ControlPlane:
             "--secure-port=0",  # no HTTPS endpoint (health and metrics) needed here
             "--leader-elect=false",
             f"--service-account-private-key-file={sa_key}",  # token Secrets for service accounts
-            f"--root-ca-file={base / 'certs' / 'apiserver.crt'}",  # kube-root-ca.crt ConfigMaps
+            f"--root-ca-file={self.ca_file}",  # kube-root-ca.crt ConfigMaps
             "--use-service-account-credentials=true",  # each controller with its own RBAC identity
             "--controllers=*",  # every controller that is on by default
             "--concurrent-gc-syncs=5",
