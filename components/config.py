@@ -28,12 +28,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from . import versions
+from .config_upgrades import CONFIG_VERSION, check_version
 
 # --------------------------------------------------------------------------------------------
 # Scalar types
@@ -1385,6 +1387,13 @@ class MonitoringConfig(_Model):
 class PlatformConfig(_Model):
     """An mlplane platform: the value of the `mlplane:platform` stack config key."""
 
+    version: Annotated[int, Strict(), AfterValidator(check_version)] = Field(
+        default=CONFIG_VERSION,
+        description=(
+            "Version of the config schema. Omitted: 1, so configs written before the field existed "
+            "stay valid. A release that changes the schema incompatibly raises it (docs/upgrading.md)."
+        ),
+    )
     target: Literal["local"] = Field(
         default="local",
         description="Where the platform runs. 'local': kind and Docker on this machine (or an existing cluster).",

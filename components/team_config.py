@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, Strict, ValidationError, model_validator
 
 from .config import (
     MODEL_NAME_MAX,
@@ -45,6 +45,7 @@ from .config import (
     runner_scope_problem,
 )
 from .config_keys import TEAM_CONFIG_KEY
+from .config_upgrades import CONFIG_VERSION, check_version
 
 #: Longest team name. Names derived from it must stay DNS labels: the serving namespace
 #: ``<platform>-team-<name>-serving`` is checked against the real platform name by
@@ -385,6 +386,13 @@ class NetworkConfig(_Model):
 class TeamConfig(_Model):
     """A team environment: the value of the `mlplane:team` stack config key."""
 
+    version: Annotated[int, Strict(), AfterValidator(check_version)] = Field(
+        default=CONFIG_VERSION,
+        description=(
+            "Version of the config schema. Omitted: 1, so configs written before the field existed "
+            "stay valid. A release that changes the schema incompatibly raises it (docs/upgrading.md)."
+        ),
+    )
     name: TeamName = Field(
         description=(
             f"Team name: a DNS-1123 label of at most {TEAM_NAME_MAX} characters, not ending in "
