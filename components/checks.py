@@ -34,8 +34,9 @@ CHECKOV_CHECKS = (
     "CKV2_K8S_6",
 )
 
-#: API groups of custom resources: no published schema in kubernetes-validate.
-CUSTOM_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/")
+#: API groups of custom resources: no published schema in kubernetes-validate (Flagger's are
+#: validated against its CRDs in tests/test_progressive.py).
+CUSTOM_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/", "flagger.app/")
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ class MonitoringArgs:
     prometheus_route: bool = False
     #: Add the ModelDrift alert (a model sets ``drift``; the scores come from drift exporters).
     drift_alerts: bool = False
+    #: Namespaces whose pods query Prometheus' API (Flagger's metric checks: Serving.prometheus_clients).
+    prometheus_clients: Sequence[str] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +107,11 @@ def check_targets(targets: Sequence[kube.ScrapeTarget]) -> None:
         if target.job in seen:
             raise ValueError(f"scrape target job '{target.job}' is declared twice; jobs must be unique")
         seen.add(target.job)
+
+
+def prometheus_internal_url(platform_name: str) -> str:
+    """Prometheus' URL in the cluster (its headless Service in ``<platform>-monitoring``)."""
+    return f"http://prometheus.{platform_name}-monitoring.svc.cluster.local:{PROMETHEUS_PORT}"
 
 
 def rate_window(scrape_interval: str) -> str:
@@ -347,9 +354,7 @@ class Monitoring(pulumi.ComponentResource):
         ns = kube.namespace(
             platform, f"{name}-namespace", ns_name, parent=self, component="monitoring", gateway_access=True
         )
-        self.prometheus_internal_url = pulumi.Output.from_input(
-            f"http://prometheus.{ns_name}.svc.cluster.local:{PROMETHEUS_PORT}"
-        )
+        self.prometheus_internal_url = pulumi.Output.from_input(prometheus_internal_url(platform.name))
         self._prometheus(name, args, ns)
         self._grafana(name, args, ns)
         self._egress(name, args, ns)
@@ -469,6 +474,7 @@ class Monitoring(pulumi.ComponentResource):
             sources=[
                 kube.namespace_peer(args.gateway.proxies_namespace),
                 {"podSelector": {"matchLabels": platform.selector("monitoring", "grafana")}},
+                *(kube.namespace_peer(client) for client in args.prometheus_clients),
             ],
         )
         template = self._prometheus_workload(platform, args, account, config_map).template(labels)

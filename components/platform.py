@@ -13,7 +13,7 @@ from .ci_runners import CiRunners, CiRunnersArgs
 from .cluster import Cluster, ClusterArgs
 from .config import PlatformConfig
 from .database import Database, DatabaseArgs
-from .monitoring import Monitoring, MonitoringArgs
+from .monitoring import Monitoring, MonitoringArgs, prometheus_internal_url
 from .object_storage import ObjectStorage, ObjectStorageArgs
 from .registry import PUSH_SECRET_NAME, Registry, RegistryArgs, registry_egress
 from .routing import Routing, RoutingArgs
@@ -137,6 +137,9 @@ class Platform(pulumi.ComponentResource):
                 inference_store=drift.platform_store(
                     f"{name}-serving", self.storage, platform, config.object_storage.buckets.datasets
                 ),
+                # Flagger's checks (serving.progressive): the Prometheus Monitoring creates below.
+                prometheus_url=prometheus_internal_url(platform.name),
+                prometheus_pods=(f"{platform.name}-monitoring", platform.selector("monitoring", "prometheus")),
             ),
             after_gateway,
         )
@@ -151,6 +154,7 @@ class Platform(pulumi.ComponentResource):
                 models=self.serving.models,
                 prometheus_route=config.prometheus_route,
                 drift_alerts=any(m.drift for m in config.serving.models),
+                prometheus_clients=self.serving.prometheus_clients,
             ),
             after_gateway,
         )

@@ -830,6 +830,74 @@ def check_disruption_budgets(resources: list[Resource], stack: Stack) -> list[Pr
     return problems
 
 
+#: Limits of a progressive canary's analysis (policy 'progressive-delivery-analysis').
+CANARY_MAX_ERROR_RATE = 0.5
+CANARY_MAX_WEIGHT = 50
+CANARY_MIN_INTERVAL_SECONDS = 30
+_GO_DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+$")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def go_duration_seconds(value: Any) -> float | None:
+    """Seconds in a Go duration such as '1m30s' (Flagger's intervals), None when it is not one."""
+    if not isinstance(value, str) or not _GO_DURATION.match(value):
+        return None
+    return sum(float(n) * _GO_UNITS[u] for n, u in re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", value))
+
+
+def check_canary_analysis(resource: Resource, stack: Stack) -> list[Problem]:
+    """A Flagger Canary (flagger.app) whose analysis can roll a bad version back in time."""
+    if resource.kind != "Canary" or not str(resource.props.get("apiVersion", "")).startswith("flagger.app/"):
+        return []
+    analysis = _at(resource.props, ("spec", "analysis"))
+    if isinstance(analysis, Unknown):
+        return []
+    analysis = analysis if isinstance(analysis, Mapping) else {}
+    problems: list[Problem] = []
+    if _at(resource.props, ("spec", "skipAnalysis")) is True:
+        problems.append(Problem("spec.skipAnalysis is true: every version is promoted without a check",
+                                "remove skipAnalysis (a fixed-weight canary is the mode without analysis)"))
+    metrics = analysis.get("metrics")
+    if not isinstance(metrics, Unknown) and not metrics:
+        problems.append(Problem("spec.analysis has no metrics: a failing version is promoted anyway",
+                                "check the route's error rate and latency (progressive.canary_spec does)"))
+    for index, metric in enumerate(metrics if isinstance(metrics, list) else []):
+        if not isinstance(metric, Mapping):
+            continue
+        name = str(metric.get("name", ""))
+        limit = _at(metric, ("thresholdRange", "max"))
+        if "error" in name and number(limit) is not None and (number(limit) or 0) > CANARY_MAX_ERROR_RATE:
+            problems.append(Problem(
+                f"spec.analysis.metrics[{index}] '{name}' allows an error rate of {limit} (above {CANARY_MAX_ERROR_RATE})",
+                f"set serving.models[].canary.thresholds.error_rate to at most {CANARY_MAX_ERROR_RATE}, e.g. 0.01"))
+        if name == "request-success-rate" and number(_at(metric, ("thresholdRange", "min"))) is not None and (
+            number(_at(metric, ("thresholdRange", "min"))) or 0
+        ) < 100 * (1 - CANARY_MAX_ERROR_RATE):
+            problems.append(Problem(
+                f"spec.analysis.metrics[{index}] 'request-success-rate' accepts under "
+                f"{100 * (1 - CANARY_MAX_ERROR_RATE):.0f}% successful requests",
+                "raise thresholdRange.min, e.g. to 99"))
+    weights = analysis.get("stepWeights")
+    reached = [w for w in (weights if isinstance(weights, list) else []) if number(w) is not None]
+    for key in ("maxWeight", "stepWeight"):
+        if number(analysis.get(key)) is not None:
+            reached.append(analysis[key])
+    too_high = [w for w in reached if (number(w) or 0) > CANARY_MAX_WEIGHT]
+    if too_high:
+        problems.append(Problem(
+            f"the canary reaches {max(number(w) or 0 for w in too_high):g}% of the requests before promotion "
+            f"(above {CANARY_MAX_WEIGHT}%): a bad version answers most users before it is rolled back",
+            f"keep serving.models[].canary.steps at or below {CANARY_MAX_WEIGHT}, e.g. [10, 25, 50]"))
+    interval = analysis.get("interval")
+    seconds = go_duration_seconds(interval)
+    if not isinstance(interval, Unknown) and (seconds is None or seconds < CANARY_MIN_INTERVAL_SECONDS):
+        problems.append(Problem(
+            f"spec.analysis.interval {interval!r} is not a duration of at least {CANARY_MIN_INTERVAL_SECONDS}s: "
+            "a rate over a shorter window has too few Prometheus samples to judge the canary",
+            f"set serving.models[].canary.interval to {CANARY_MIN_INTERVAL_SECONDS}s or more, e.g. 1m"))
+    return problems
+
+
 def _selects(budget: Resource, labels: Mapping[str, Any]) -> bool:
     selector = _at(budget.props, ("spec", "selector", "matchLabels"))
     return isinstance(selector, Mapping) and bool(selector) and all(labels.get(k) == v for k, v in selector.items())
@@ -1040,6 +1108,24 @@ POLICIES: tuple[Policy, ...] = (
         remediation="kube.container() sets it; mount an emptyDir on each path the program writes.",
         resource_check=check_read_only_root,
         checkov=("CKV_K8S_22",),
+    ),
+    Policy(
+        name="progressive-delivery-analysis",
+        description=(
+            f"Progressive canaries are checked at least every {CANARY_MIN_INTERVAL_SECONDS}s, reach at most "
+            f"{CANARY_MAX_WEIGHT}% of the requests and roll back above a {CANARY_MAX_ERROR_RATE:.0%} error rate."
+        ),
+        rationale=(
+            "Flagger promotes a canary step by step and rolls it back when a check fails. A canary "
+            "without metrics or with skipAnalysis is promoted blindly; a check window under "
+            f"{CANARY_MIN_INTERVAL_SECONDS}s holds too few Prometheus samples for a rate; a step above "
+            f"{CANARY_MAX_WEIGHT}% sends most users to a version not yet judged; an error-rate limit above "
+            f"{CANARY_MAX_ERROR_RATE:.0%} accepts a version that fails most requests."
+        ),
+        enforcement=MANDATORY,
+        applies_to="Canary (flagger.app): analysis metrics, stepWeights, stepWeight, maxWeight, interval, skipAnalysis",
+        remediation="Set serving.models[].canary (mode 'progressive') steps, interval and thresholds within these limits.",
+        resource_check=check_canary_analysis,
     ),
     Policy(
         name="disruption-budgets",

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import drift, kube
+from . import drift, kube, progressive
 from .config import MetricsServerConfig, ModelConfig, ModelRef, ServingConfig
 from .tracking import MLFLOW_TELEMETRY_ENV, PORT as TRACKING_PORT
 
@@ -93,6 +93,10 @@ class ServingArgs:
     #: Builds the object store inference logs go to, only when a model sets ``logging``
     #: (drift.platform_store); None: logging is refused.
     inference_store: drift.StoreFactory | None = None
+    #: In-cluster URL of the platform Prometheus and its pods (namespace, selector): Flagger's
+    #: metric checks for canaries in mode 'progressive' (None: progressive delivery is refused).
+    prometheus_url: str | None = None
+    prometheus_pods: tuple[str, Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ class Serving(pulumi.ComponentResource):
         self.models: list[ServedModel] = []
         self.urls: dict[str, pulumi.Output[str]] = {}
         self.metrics_server: MetricsServer | None = None
+        #: The Flagger controller (serving.progressive), when installed.
+        self.flagger: progressive.Flagger | None = None
+        #: Namespaces whose pods query Prometheus (the monitoring NetworkPolicy admits them).
+        self.prometheus_clients: list[str] = []
         #: The generated model API key (secret); None without models or with another auth mode.
         self.api_key: pulumi.Output[str] | None = None
         if args.config.metrics_server.enabled:
@@ -186,8 +194,9 @@ class Serving(pulumi.ComponentResource):
                 f"{name}-api-keys", ns.metadata.name, platform.labels("serving", API_KEYS_SECRET), self
             )
         inference = self._inference(name, args, ns_name, ns, secret)
+        self._flagger(name, args, ns_name, ns)
         for model in args.config.models:
-            served = ModelServer(self, name, model, args, ns_name, ns, secret, inference).build()
+            served = ModelServer(self, name, model, args, ns_name, ns, secret, inference, self.flagger).build()
             self.models.append(served)
             self.urls[model.name] = pulumi.Output.from_input(served.url)
             self.uis.append(
@@ -198,6 +207,23 @@ class Serving(pulumi.ComponentResource):
                 )
             )
 
+
+    def _flagger(self, name: str, args: ServingArgs, ns_name: str, ns: k8s.core.v1.Namespace) -> None:
+        """The Flagger controller watching the serving namespace (serving.progressive.enabled)."""
+        if not args.config.progressive.enabled:
+            return
+        if args.prometheus_url is None or args.prometheus_pods is None:
+            raise ValueError("serving.progressive needs the platform Prometheus for its checks (none was given)")
+        self.flagger = progressive.Flagger(
+            f"{name}-flagger",
+            progressive.FlaggerArgs(
+                config=args.config.progressive, platform=args.platform, watch_namespace=ns_name,
+                prometheus_url=args.prometheus_url, prometheus_pods=args.prometheus_pods,
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[ns]),
+        )
+        self.scrape_targets.append(self.flagger.scrape_target)
+        self.prometheus_clients.append(self.flagger.namespace)
 
     def _inference(
         self, name: str, args: ServingArgs, ns_name: str, ns: k8s.core.v1.Namespace, secret: k8s.core.v1.Secret
@@ -284,6 +310,8 @@ class ModelServer:
     secret: k8s.core.v1.Secret
     #: Inference logging of the namespace (None: no model there logs requests).
     inference: drift.Inference | None = None
+    #: The Flagger controller watching the namespace (None: mode 'progressive' is refused).
+    flagger: progressive.Flagger | None = None
 
     @property
     def _namespace(self) -> pulumi.Input[str]:
@@ -291,9 +319,11 @@ class ModelServer:
 
     def build(self) -> ServedModel:
         model, gateway = self.model, self.args.gateway
+        canary = model.canary
+        if canary is not None and canary.mode == "progressive":
+            return self._build_progressive()
         depends_on = [self._track(model.name, "stable", model, model.image, model.min_replicas)]
         backends = [(model.name, SERVICE_PORT, 100)]
-        canary = model.canary
         if canary is not None and canary.mode == "fixed":
             canary_name = f"{model.name}-canary"
             depends_on.append(self._track(canary_name, "canary", canary, canary.image or model.image, 1))
@@ -313,16 +343,7 @@ class ModelServer:
             parent=self.parent,
             depends_on=depends_on,
         )
-        policy = security_policy_spec(self.args.config, model.name)
-        if policy is not None:
-            k8s.apiextensions.CustomResource(
-                f"{self.prefix}-{model.name}-security-policy",
-                api_version=ENVOY_GATEWAY_API,
-                kind="SecurityPolicy",
-                metadata={"name": model.name, "namespace": self._namespace, "labels": labels},
-                spec=policy,
-                opts=pulumi.ResourceOptions(parent=self.parent, depends_on=[route]),
-            )
+        self._security_policy(labels, route)
         if self.inference is not None and model.drift is not None:
             self.inference.drift_job(model, self.args.platform.image("mlflow"), labels)
         return ServedModel(
@@ -336,10 +357,67 @@ class ModelServer:
             canary_weight=canary.weight if canary and canary.mode == "fixed" else 0,
         )
 
+    def _security_policy(self, labels: Mapping[str, str], route: pulumi.Resource) -> None:
+        """The SecurityPolicy on the model's HTTPRoute (by name: Serving's or Flagger's)."""
+        model = self.model
+        policy = security_policy_spec(self.args.config, model.name)
+        if policy is not None:
+            k8s.apiextensions.CustomResource(
+                f"{self.prefix}-{model.name}-security-policy",
+                api_version=ENVOY_GATEWAY_API,
+                kind="SecurityPolicy",
+                metadata={"name": model.name, "namespace": self._namespace, "labels": dict(labels)},
+                spec=policy,
+                opts=pulumi.ResourceOptions(parent=self.parent, depends_on=[route]),
+            )
+
+    def _build_progressive(self) -> ServedModel:
+        """A model in canary mode 'progressive': its Deployment and HPA are Flagger's target.
+
+        Flagger creates ``<model>-primary`` (Deployment, HPA), the Services ``<model>``,
+        ``<model>-primary`` and ``<model>-canary`` and the HTTPRoute ``<model>``, so Serving
+        creates none of them; it creates the Canary and its MetricTemplates (progressive.py).
+        """
+        model, gateway = self.model, self.args.gateway
+        if self.flagger is None or self.args.prometheus_url is None:
+            raise ValueError(
+                f"model '{model.name}': canary mode 'progressive' needs the Flagger controller "
+                "(serving.progressive.enabled), which this stack does not install"
+            )
+        target = self._track(model.name, "stable", model, model.image, model.min_replicas, service=False)
+        labels = {**self.args.platform.labels("serving", model.name), MODEL_LABEL: model.name}
+        canary = progressive.model_objects(
+            resource_prefix=f"{self.prefix}-{model.name}",
+            model=model,
+            namespace=self._namespace,
+            labels=labels,
+            gateway=gateway,
+            port=SERVICE_PORT,
+            prometheus_url=self.args.prometheus_url,
+            flagger=self.flagger,
+            parent=self.parent,
+            depends_on=[target],
+        )
+        self._security_policy(labels, canary)
+        if self.inference is not None and model.drift is not None:
+            self.inference.drift_job(model, self.args.platform.image("mlflow"), labels)
+        return ServedModel(
+            name=model.name,
+            namespace=self.ns_name,
+            route=model.name,
+            url=gateway.url(model.name),
+            registered_model=model.registered_model,
+            version=model.label,
+        )
+
     def _track(
-        self, object_name: str, track: str, ref: ModelRef, image: str | None, min_replicas: int
-    ) -> k8s.core.v1.Service:
-        """Deployment, Service and HPA (and a PDB when replicated) of one version; returns the Service."""
+        self, object_name: str, track: str, ref: ModelRef, image: str | None, min_replicas: int,
+        *, service: bool = True,
+    ) -> pulumi.Resource:
+        """Deployment, Service and HPA (and a PDB when replicated) of one version; returns the
+        Service, or without ``service`` (Flagger's target, whose Services Flagger creates) the HPA.
+        Flagger's target, when replicated, gets a second PDB for the primary's pods
+        (``<name>-primary``, the ones serving between rollouts)."""
         platform, model = self.args.platform, self.model
         labels = {**platform.labels("serving", object_name), MODEL_LABEL: model.name, TRACK_LABEL: track}
         selector = platform.selector("serving", object_name)
@@ -373,7 +451,7 @@ class ModelServer:
             },
             opts=pulumi.ResourceOptions(parent=self.parent),
         )
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+        hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{resource}-hpa",
             metadata={"name": object_name, "namespace": namespace, "labels": labels},
             spec={
@@ -395,12 +473,18 @@ class ModelServer:
         if min_replicas > 1:
             # One replica is not replicated: minAvailable 1 would block every node drain and
             # minAvailable 0 would protect nothing, so a single replica gets no PDB.
-            k8s.policy.v1.PodDisruptionBudget(
-                f"{resource}-pdb",
-                metadata={"name": object_name, "namespace": namespace, "labels": labels},
-                spec={"minAvailable": min_replicas - 1, "selector": {"matchLabels": selector}},
-                opts=pulumi.ResourceOptions(parent=self.parent),
-            )
+            for guarded, suffix in [(object_name, "pdb"), *([] if service else [(f"{object_name}-primary", "primary-pdb")])]:
+                k8s.policy.v1.PodDisruptionBudget(
+                    f"{resource}-{suffix}",
+                    metadata={"name": guarded, "namespace": namespace, "labels": labels},
+                    spec={
+                        "minAvailable": min_replicas - 1,
+                        "selector": {"matchLabels": platform.selector("serving", guarded)},
+                    },
+                    opts=pulumi.ResourceOptions(parent=self.parent),
+                )
+        if not service:
+            return hpa
         return kube.service(
             f"{resource}-service",
             name=object_name,

@@ -267,6 +267,20 @@ class TeamServingConfig(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> TeamServingConfig:
+        for index, model in enumerate(self.models):
+            # Not in team environments yet (docs/models.md, "Teams"): refused, never ignored.
+            if model.canary is not None and model.canary.mode == "progressive":
+                raise ValueError(
+                    f"models[{index}] '{model.name}': canary mode 'progressive' is not available to "
+                    "teams (the platform's Flagger watches only the platform serving namespace): use "
+                    "mode 'fixed' with a weight, or serve the model from the platform stack"
+                )
+            if model.logging is not None or model.drift is not None:
+                raise ValueError(
+                    f"models[{index}] '{model.name}': inference 'logging' and 'drift' are not "
+                    "available to teams yet (no logging identity or drift exporter in team "
+                    "namespaces): remove them, or serve the model from the platform stack"
+                )
         self.as_serving_config()
         return self
 

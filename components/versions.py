@@ -85,6 +85,8 @@ IMAGES: dict[str, Image] = {
     "actions-runner": Image("ghcr.io", "actions/actions-runner", "2.334.0"),
     # Docker daemon sidecar of runners in container_mode 'dind'.
     "docker-dind": Image("docker.io", "library/docker", "29.8.2-dind"),
+    # Flagger, the progressive delivery controller (serving.progressive); components/progressive.py.
+    "flagger": Image("ghcr.io", "fluxcd/flagger", "1.36.1"),
 }
 
 CHARTS: dict[str, Chart] = {
@@ -161,6 +163,12 @@ EVIDENCE: dict[str, Pin] = {
         "v1.9.1", "Envoy Gateway v1.9.1", "2026-08-28",
         "Go module proxy: github.com/envoyproxy/gateway v1.9.1; the gateway-helm chart is released with "
         "the same tag",
+    ),
+    "image:flagger": Pin(
+        "1.36.1", "Flagger v1.36.1", "2024-03-06",
+        "Go module proxy: `go list -m -versions github.com/fluxcd/flagger` lists v1.36.1 as the newest "
+        "(Time 2024-03-06); the module's kustomize/base/flagger/kustomization.yaml sets "
+        "ghcr.io/fluxcd/flagger newTag 1.36.1 and charts/flagger/values.yaml image.tag 1.36.1",
     ),
     "image:arc-controller": Pin(
         "0.14.2", "gha-runner-scale-set-0.14.2", "2026-05-22",

@@ -37,7 +37,7 @@ VERSION = PYPROJECT["project"]["version"]
 #: Files the package reads at run time, relative to the package (components/ in the checkout).
 DATA_FILES = sorted(
     [f"dashboards/{p.name}" for p in (ROOT / "components" / "dashboards").glob("*.json")]
-    + ["policypack/PulumiPolicy.yaml", "policypack/__main__.py", "py.typed"]
+    + ["crds/flagger.yaml", "policypack/PulumiPolicy.yaml", "policypack/__main__.py", "py.typed"]
 )
 MODULES = sorted(p.name for p in (ROOT / "components").glob("*.py"))
 CACHE = Path(os.environ.get("MLPLANE_CACHE", Path.home() / ".cache" / "mlplane"))

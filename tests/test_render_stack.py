@@ -27,7 +27,10 @@ EXTENDED = {
             {"name": "iris", "registered_model": "iris-classifier", "alias": "champion", "min_replicas": 2,
              "canary": {"version": 3, "weight": 10}},
             {"name": "churn", "registered_model": "churn", "version": 4},
-        ]
+            {"name": "fraud", "registered_model": "fraud", "version": 2, "min_replicas": 2,
+             "canary": {"mode": "progressive", "steps": [10, 30, 50], "interval": "1m"}},
+        ],
+        "progressive": {"enabled": True},
     },
     "ci_runners": {"github_config_url": "https://github.com/acme/models", "github_token_key": "githubToken"},
 }
