@@ -304,3 +304,26 @@ def test_teams_are_refused_progressive_delivery_and_drift_clearly(model, message
            "serving": {"models": [{"name": "iris", "registered_model": "iris", "version": 2, **model}]}}
     with pytest.raises(ConfigError, match=message):
         parse_team(raw)
+
+
+# ------------------------------------------------------------------------------- dashboard
+
+
+def test_the_model_dashboard_shows_drift_and_canary_weights_next_to_latency_and_errors():
+    from mlplane.monitoring import dashboards
+
+    document = json.loads(dashboards()["models.json"])
+    panels = {p["title"]: p for p in document["panels"]}
+    drift = " ".join(t["expr"] for t in panels["Input drift (share of drifted features)"]["targets"])
+    assert 'mlplane_model_drift_share{model="$model"}' in drift and "mlplane_model_drift_share_threshold" in drift
+    assert "mlplane_model_feature_drift_psi" in panels["Feature drift (PSI)"]["targets"][0]["expr"]
+    # Flagger's gauge (pkg/metrics/recorder.go: flagger_canary_weight{workload,namespace}).
+    weights = [t["expr"] for t in panels["Canary weight (progressive delivery)"]["targets"]]
+    assert weights == ['max(flagger_canary_weight{workload="$model"})', 'max(flagger_canary_weight{workload="$model-primary"})']
+    # Next to the route's panels: same width, directly below latency; ids unique, no overlap.
+    latency = panels["Latency"]["gridPos"]
+    assert panels["Input drift (share of drifted features)"]["gridPos"]["y"] == latency["y"] + latency["h"]
+    assert len({p["id"] for p in document["panels"]}) == len(document["panels"])
+    cells = [(x, y) for p in document["panels"] for g in [p["gridPos"]]
+             for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])]
+    assert len(cells) == len(set(cells))
