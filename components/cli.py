@@ -265,11 +265,16 @@ CI enforces the budget: `mlplane footprint --stack local --budget-cpu 1.5 --budg
 
 
 def footprint_document() -> str:
+    import dataclasses
+
     from . import footprint as fp
 
     source, platform = load_platform("local", None)
     per = fp.measure(offline_run(source, platform), platform)
-    return FOOTPRINT_INTRO + fp.markdown(per, "stack local") + "\n"
+    # The optional features, measured on the same stack with each turned on.
+    raw = fp.with_features(source.raw)
+    featured = offline_run(dataclasses.replace(source, raw=raw), parse_platform(raw, root=source.root))
+    return FOOTPRINT_INTRO + fp.markdown(per, "stack local") + "\n\n" + fp.features_markdown(fp.feature_usage(featured)) + "\n"
 
 
 def extra_reference_documents() -> dict[str, str]:

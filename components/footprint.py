@@ -163,3 +163,82 @@ def markdown(per: dict[str, Usage], config_name: str) -> str:
             f"| **total** | **{t['cpu_request']}** | {t['cpu_limit']} | **{t['memory_request']}** | {t['memory_limit']} | {t['storage']} | |",
         ]
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Optional features (off by default): what each adds when turned on (docs/footprint.md)
+# --------------------------------------------------------------------------------------------
+
+#: One model with every optional feature on; docs/footprint.md renders the local stack with it.
+FEATURES_MODEL: dict[str, Any] = {
+    "name": "example", "registered_model": "example", "version": 1,
+    "canary": {"mode": "progressive"}, "logging": {"sample_rate": 0.1}, "drift": {},
+}
+
+
+def with_features(raw: Any) -> dict[str, Any]:
+    """A platform object with :data:`FEATURES_MODEL` served and Flagger enabled."""
+    merged = dict(raw or {})
+    serving = dict(merged.get("serving") or {})
+    serving["models"] = [*serving.get("models", []), FEATURES_MODEL]
+    serving["progressive"] = {**(serving.get("progressive") or {}), "enabled": True}
+    merged["serving"] = serving
+    return merged
+
+
+def _feature_of(manifest: dict[str, Any], container: str) -> str | None:
+    kind, name = manifest["kind"], manifest["metadata"].get("name", "")
+    if container == "inference-logger":
+        return "Inference logging sidecar (`logging`), per model replica"
+    if kind == "Deployment" and name == "drift-exporter":
+        return "Drift exporter (`drift`), one per serving namespace"
+    if kind == "CronJob" and name.endswith("-drift"):
+        return "Drift job (`drift`), per model, only while it runs"
+    if kind == "Deployment" and name == "flagger":
+        return "Flagger controller (`serving.progressive.enabled`)"
+    return None
+
+
+def feature_usage(capture: Capture) -> dict[str, Usage]:
+    """Requests and limits each optional feature adds, from a render with :func:`with_features`."""
+    per: dict[str, Usage] = {}
+    for manifest in capture.manifests():
+        spec = manifest.get("spec", {})
+        if manifest["kind"] in WORKLOAD_KINDS:
+            pod = spec.get("template", {}).get("spec", {})
+        elif manifest["kind"] == "CronJob":
+            pod = spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+        else:
+            continue
+        for container in pod.get("containers", []):
+            feature = _feature_of(manifest, container.get("name", ""))
+            if feature is not None:
+                part = _containers_usage({"containers": [container]}, 1)
+                part.workloads.append(f"{manifest['kind']} {manifest['metadata']['name']} / {container['name']}")
+                per.setdefault(feature, Usage()).add(part)
+    return per
+
+
+def features_markdown(per: dict[str, Usage]) -> str:
+    """The table of optional features (each off by default)."""
+    rows = [
+        f"| {name} | {u['cpu_request']} | {u['cpu_limit']} | {u['memory_request']} | {u['memory_limit']} | {', '.join(u['workloads'])} |"
+        for name, u in ((name, usage.as_json()) for name, usage in sorted(per.items()))
+    ]
+    return "\n".join(
+        [
+            "## Optional features",
+            "",
+            "Each is off by default, so none counts in the budget above. When turned on, each adds",
+            "these requests and limits (defaults of its `resources` setting; measured from a render",
+            "of this stack with one model that turns every feature on, `footprint.FEATURES_MODEL`):",
+            "",
+            "| feature | CPU request | CPU limit | memory request | memory limit | measured on |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "The model itself (its replicas) is not a feature: see `serving.models[].resources`. In",
+            "mode `progressive`, Flagger runs the primary and, during a rollout, the canary: a model",
+            "then needs up to twice its replicas while a rollout lasts. See [models](models.md).",
+        ]
+    )

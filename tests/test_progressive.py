@@ -327,3 +327,20 @@ def test_the_model_dashboard_shows_drift_and_canary_weights_next_to_latency_and_
     cells = [(x, y) for p in document["panels"] for g in [p["gridPos"]]
              for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])]
     assert len(cells) == len(set(cells))
+
+
+# ------------------------------------------------------------------------------- footprint
+
+
+def test_the_footprint_of_each_optional_feature_is_measured_from_a_render():
+    from mlplane import footprint as fp
+    from mlplane.cli import footprint_document
+
+    source, platform = load_platform("local", None)
+    assert not platform.serving.progressive.enabled and not platform.serving.models  # off by default
+    raw = fp.with_features(source.raw)
+    per = fp.feature_usage(offline_run(source, parse_platform(raw)))
+    got = {name.split(" (")[0]: (u.as_json()["cpu_request"], u.as_json()["memory_request"]) for name, u in per.items()}
+    assert got == {"Drift exporter": ("10m", "64Mi"), "Drift job": ("50m", "256Mi"),
+                   "Flagger controller": ("10m", "64Mi"), "Inference logging sidecar": ("10m", "64Mi")}
+    assert "## Optional features" in footprint_document()
