@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane import ControlPlane, crd_dir, find_binaries
+from .control_plane import ControlPlane, crd_dir, find_binaries
 
 
 def _required() -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from control_plane import CONTEXT, Client, ControlPlane
+from .control_plane import CONTEXT, Client, ControlPlane
 
 pytestmark = pytest.mark.cluster
 
@@ -111,7 +111,7 @@ class Project:
                               capture_output=True, text=True, timeout=1200)
 
     def plane_logs(self) -> str:
-        from control_plane import tail
+        from .control_plane import tail
         return "\n".join(f"--- {log.name}\n{tail(log, 5)}" for _, log in self.plane.procs if "kwok" not in log.name)
 
     def changes(self, stack: str) -> list[tuple[str, str, str]]:
