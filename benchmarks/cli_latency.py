@@ -9,7 +9,7 @@ wall time includes waiting for a core, the CPU time does not.
 The floor of a render is a process that imports the same Pulumi SDK modules ``mlplane render``
 imports, then registers the same resources (same types, names and inputs, taken from a render)
 flat, as plain ``CustomResource``/``ComponentResource`` objects under the same recording mock
-monitor (``mlplane.render.capture``), and writes nothing. What a render costs above it is
+monitor (``mlplane.tooling.render.capture``), and writes nothing. What a render costs above it is
 mlplane's own work: the CLI and config model, the component tree, typed SDK input classes and
 writing the files.
 
@@ -78,7 +78,7 @@ def floor_child(resources_path: str, modules_path: str, stack: str) -> None:
         importlib.import_module(name)
     import pulumi
 
-    from mlplane import render
+    from mlplane.tooling import render
 
     records = json.loads(Path(resources_path).read_text())
 

@@ -24,10 +24,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlplane import checks, cli, teams
+from mlplane.tooling import checks
+from mlplane import cli
+from mlplane.cli import teams
 from mlplane.config import parse_platform
-from mlplane.render import Capture
-from mlplane.team_config import parse_team
+from mlplane.tooling.render import Capture
+from mlplane.config.team import parse_team
 
 PLATFORM = {
     "name": "mlplane",

@@ -8,18 +8,19 @@ from typing import Callable, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import drift, kube
-from .ci_runners import CiRunners, CiRunnersArgs
-from .cluster import Cluster, ClusterArgs
-from .config import PlatformConfig
-from .database import Database, DatabaseArgs
-from .monitoring import Monitoring, MonitoringArgs, prometheus_internal_url
-from .object_storage import ObjectStorage, ObjectStorageArgs
-from .registry import PUSH_SECRET_NAME, Registry, RegistryArgs, registry_egress
-from .routing import Routing, RoutingArgs
-from .serving import Serving, ServingArgs
-from .team_access import TeamGrant, Teams, TeamsArgs
-from .tracking import TrackingArgs, TrackingServer
+from mlplane.services import drift
+from mlplane.core import kube
+from mlplane.services.ci_runners import CiRunners, CiRunnersArgs
+from mlplane.targets.local.cluster import Cluster, ClusterArgs
+from mlplane.config import PlatformConfig
+from mlplane.backing.database import Database, DatabaseArgs
+from mlplane.services.monitoring import Monitoring, MonitoringArgs, prometheus_internal_url
+from mlplane.backing.object_storage import ObjectStorage, ObjectStorageArgs
+from mlplane.targets.local.registry import PUSH_SECRET_NAME, Registry, RegistryArgs, registry_egress
+from mlplane.services.routing import Routing, RoutingArgs
+from mlplane.services.serving import Serving, ServingArgs
+from mlplane.services.team_access import TeamGrant, Teams, TeamsArgs
+from mlplane.services.tracking import TrackingArgs, TrackingServer
 
 TYPE = "mlplane:index:Platform"
 
@@ -29,7 +30,7 @@ class PlatformArgs:
     config: PlatformConfig
     #: Resolves a secret config key (a ``*_key`` field) to its secret value.
     secret: Callable[[str], pulumi.Output[str]]
-    #: The team stacks this platform admits (see mlplane.team_access): each gets its namespaces
+    #: The team stacks this platform admits (see mlplane.services.team_access): each gets its namespaces
     #: and a scoped provisioning identity instead of the admin kubeconfig.
     teams: Sequence[TeamGrant] = ()
 

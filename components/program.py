@@ -1,7 +1,7 @@
 """The stack programs: read and validate the config once, then build the platform, or a team.
 
 ``stacks/__main__.py`` calls :func:`main`; ``mlplane render`` runs the same functions offline
-(mlplane.offline). A stack holding ``mlplane:team`` is a team stack (:func:`run_team_stack`).
+(mlplane.tooling.offline). A stack holding ``mlplane:team`` is a team stack (:func:`run_team_stack`).
 This module imports the composition (platform, team) and the stack files, never the command
 line or the tooling (docs/architecture.md).
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import pulumi
 import pulumi_random as random
 
-from .config import NAMESPACE, NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
-from .config_keys import (
+from mlplane.config import NAMESPACE, NO_PLATFORM_HINT, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
+from mlplane.config.keys import (
     OFFBOARDING_KEY,
     OFFBOARDING_SHORT_KEY,
     PLATFORM_CONFIG_KEY,
@@ -24,11 +24,11 @@ from .config_keys import (
     TEAM_CONFIG_KEY,
     TEAM_SHORT_KEY,
 )
-from .platform import Platform, PlatformArgs
-from .stack_files import InputError, project_dir, read_stack_config
-from .team_access import TeamGrant
-from .team_config import check_collisions, check_platform
-from .team_stacks import other_teams, parse_team_stack, platform_of, stack_key_problems, team_stacks
+from mlplane.platform import Platform, PlatformArgs
+from mlplane.config.stack_files import InputError, project_dir, read_stack_config
+from mlplane.services.team_access import TeamGrant
+from mlplane.config.team import check_collisions, check_platform
+from mlplane.config.team_stacks import other_teams, parse_team_stack, platform_of, stack_key_problems, team_stacks
 
 #: How a team stack's offboarding run treats the team's data (team_deployments.destroy sets it).
 OFFBOARDING_MODES = ("delete-data", "keep-data")
@@ -81,7 +81,7 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     pulumi.export("urls", platform.urls)
     if platform.kubeconfig is not None:
         pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
-    # Each admitted team stack's scoped kubeconfig (mlplane.team_access), never the admin one.
+    # Each admitted team stack's scoped kubeconfig (mlplane.services.team_access), never the admin one.
     pulumi.export("teamKubeconfigs", pulumi.Output.secret(platform.team_kubeconfigs))
     # The team stacks it admits (namespaces and identity exist): `mlplane team create` reads it.
     pulumi.export("admittedTeams", sorted(grant.name for grant in teams))
@@ -118,7 +118,7 @@ def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path)
     """The teams the platform stack ``platform_stack`` admits: every team stack config of the
     project naming it whose config is valid on ``platform`` (the others are reported by
     `mlplane validate --stack <them>`). Each gets its namespaces and a provisioning identity
-    (mlplane.team_access); a team stack without one cannot deploy."""
+    (mlplane.services.team_access); a team stack without one cannot deploy."""
     grants = []
     for stack in team_stacks(project):
         try:
@@ -134,7 +134,7 @@ def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path)
 
 def run_team_stack() -> None:
     """Validate the team stack's config and build it; any problem stops the run before a resource."""
-    from .team import team_program
+    from mlplane.team import team_program
 
     stack_config = pulumi.Config(NAMESPACE)
     stack = pulumi.get_stack()

@@ -14,7 +14,7 @@
 #   kube-apiserver little is left to compile.
 # * kwok: sigs.k8s.io/kwok/cmd/kwok (`go list -m -versions sigs.k8s.io/kwok` lists v0.8.0).
 # * CRDs: taken from the Go module zip of github.com/envoyproxy/gateway at the Envoy Gateway
-#   chart version pinned in components/versions.py: charts/gateway-helm/charts/crds/crds/
+#   chart version pinned in components/config/versions.py: charts/gateway-helm/charts/crds/crds/
 #   gatewayapi-crds.yaml (the Gateway API CRDs that chart installs; its bundle-version must equal
 #   versions.GATEWAY_API_VERSION) and generated/gateway.envoyproxy.io_*.yaml (generated upstream
 #   by controller-gen from the api/v1alpha1 Go types of that tag). Exactly the files the chart
@@ -40,7 +40,7 @@ ROOT_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 KUBERNETES_VERSION=$(sed -n 's/^KUBERNETES_VERSION=\([0-9.]*\).*/\1/p' "$SCRIPT_DIR/bootstrap-apiserver.sh")
 [[ -n "$KUBERNETES_VERSION" ]] || { echo "cannot read KUBERNETES_VERSION from bootstrap-apiserver.sh" >&2; exit 1; }
 # The Envoy Gateway version mlplane pins (versions.py is plain Python with no imports of mlplane).
-ENVOY_GATEWAY_VERSION=$(python3 - "$ROOT_DIR/components/versions.py" <<'EOF'
+ENVOY_GATEWAY_VERSION=$(python3 - "$ROOT_DIR/components/config/versions.py" <<'EOF'
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("mlplane_versions", sys.argv[1])
 module = importlib.util.module_from_spec(spec)

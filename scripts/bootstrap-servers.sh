@@ -6,7 +6,7 @@
 # run takes well under a second.
 #
 # Versions (docs/verify.md):
-# - Prometheus: mlplane deploys prom/prometheus v3.15.1 (components/versions.py); Prometheus 3
+# - Prometheus: mlplane deploys prom/prometheus v3.15.1 (components/config/versions.py); Prometheus 3
 #   publishes its Go module as v0.<minor*100+...>: v3.15.1 is github.com/prometheus/prometheus
 #   v0.315.1 (`go list -m -versions github.com/prometheus/prometheus`). Built without the
 #   `builtinassets` tag, so without the web UI (the API and /metrics are all the tests need).

@@ -7,7 +7,7 @@ VENV="${MLPLANE_VENV:-$ROOT/.venv}"
 # secrets with the well-known passphrase `mlplane-local` unless you set your own. That default is
 # only for state on this machine (a file:// backend): for any other backend, require_secrets_provider
 # refuses to go on without PULUMI_CONFIG_PASSPHRASE(_FILE) or a key-management secrets provider
-# (the same rule as components/secrets_provider.py).
+# (the same rule as components/tooling/secrets_provider.py).
 export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$ROOT/.state}"
 if [[ -z "${PULUMI_CONFIG_PASSPHRASE+set}" && -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" && "$PULUMI_BACKEND_URL" == file://* ]]; then
   export PULUMI_CONFIG_PASSPHRASE=mlplane-local

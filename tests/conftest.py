@@ -1,4 +1,4 @@
-"""Shared fixtures: run components against recording mocks (see mlplane.render)."""
+"""Shared fixtures: run components against recording mocks (see mlplane.tooling.render)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-from mlplane import kube
+from mlplane.core import kube
 from mlplane.config import PlatformConfig, parse_platform
-from mlplane.render import Capture, capture
+from mlplane.tooling.render import Capture, capture
 
 
 class Root(pulumi.ComponentResource):

@@ -12,8 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mlplane import kube
-from mlplane.ci_runners import (
+from mlplane.core import kube
+from mlplane.services.ci_runners import (
     CiRunners,
     CiRunnersArgs,
     chart_workloads,
@@ -22,7 +22,7 @@ from mlplane.ci_runners import (
     runner_pod_spec,
 )
 from mlplane.config import CiRunnersConfig, ConfigError, parse_platform
-from mlplane.render import SECRET_MASK
+from mlplane.tooling.render import SECRET_MASK
 
 from conftest import fake_secret, opts
 

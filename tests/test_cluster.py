@@ -15,8 +15,8 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from mlplane import versions
-from mlplane.cluster import (
+from mlplane.config import versions
+from mlplane.targets.local.cluster import (
     Cluster,
     ClusterArgs,
     create_script,
@@ -27,8 +27,8 @@ from mlplane.cluster import (
     read_kubeconfig,
 )
 from mlplane.config import ConfigError, KindClusterConfig, RegistryConfig, parse_platform
-from mlplane.render import SECRET_MASK
-from mlplane.routing import HTTP_NODE_PORT
+from mlplane.tooling.render import SECRET_MASK
+from mlplane.services.routing import HTTP_NODE_PORT
 
 from conftest import opts
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlplane import config_upgrades
+from mlplane.config import upgrades as config_upgrades
 from mlplane.config import ConfigError, parse_platform
-from mlplane.team_config import parse_team
+from mlplane.config.team import parse_team
 
 TEAM = {"name": "vision", "platform_stack": "local"}
 

@@ -1,7 +1,7 @@
 """The Database component: bundled PostgreSQL or an external server."""
 
-from mlplane.database import Database, DatabaseArgs
-from mlplane.render import SECRET_MASK
+from mlplane.backing.database import Database, DatabaseArgs
+from mlplane.tooling.render import SECRET_MASK
 
 from conftest import opts
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import drift, drift_check, monitoring
+from mlplane.services import drift, monitoring
+from mlplane.scripts import drift_check
 from mlplane.config import parse_platform
 
 from test_tracking_server_real import _free_port, _wait_http, servers  # noqa: F401 - the fixture

@@ -362,7 +362,7 @@ def runner_manifests(tmp_path_factory) -> list[dict]:
 
 def _hook_job_pod(manifests: list[dict], *, keep_hook_fs_init: bool) -> dict:
     import yaml
-    from mlplane import versions
+    from mlplane.config import versions
     from runner_hooks import hook_job_pod
 
     config_map = next(m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "job-pod-template")

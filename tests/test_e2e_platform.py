@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import checks
+from mlplane.tooling import checks
 
 pytestmark = pytest.mark.e2e
 

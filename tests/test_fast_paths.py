@@ -9,7 +9,10 @@ import sys
 import kubernetes_validate
 import pytest
 
-from mlplane import checks, kube, policies, versions
+from mlplane.tooling import checks
+from mlplane.core import kube
+from mlplane import policies
+from mlplane.config import versions
 
 DEPLOYMENT = {
     "apiVersion": "apps/v1",

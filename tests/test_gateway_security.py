@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import cli, teams
+from mlplane import cli
+from mlplane.cli import teams
 from mlplane.config import ConfigError, parse_platform
-from mlplane.render import Capture
-from mlplane.team_config import parse_team
+from mlplane.tooling.render import Capture
+from mlplane.config.team import parse_team
 
 # The module fixture and the strict schema check of the upstream test (tests/ is on sys.path).
 from test_routing_upstream import module_dir, strict_errors  # noqa: F401

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import images, kube, versions
+from mlplane.cli import images
+from mlplane.core import kube
+from mlplane.config import versions
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 needs_registry = pytest.mark.skipif(not Path(REGISTRY).exists(), reason="docker-registry (Debian) is not installed")

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from mlplane import kube
+from mlplane.core import kube
 from mlplane.config import AlertsConfig, PrometheusConfig, parse_platform
-from mlplane.monitoring import (
+from mlplane.services.monitoring import (
     CONFIG_FILE,
     DATASOURCE_UID,
     RULES_FILE,
@@ -29,8 +29,8 @@ from mlplane.monitoring import (
     retention_size,
     rules,
 )
-from mlplane.render import SECRET_MASK, Capture, capture
-from mlplane.serving import ServedModel
+from mlplane.tooling.render import SECRET_MASK, Capture, capture
+from mlplane.services.serving import ServedModel
 
 from conftest import Root, fake_secret, opts
 

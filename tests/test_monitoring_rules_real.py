@@ -24,11 +24,11 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from mlplane import kube
+from mlplane.core import kube
 from mlplane.config import parse_platform
-from mlplane.monitoring import CONFIG_FILE, RULES_FILE, Monitoring, MonitoringArgs, dashboards
-from mlplane.render import capture
-from mlplane.serving import ServedModel
+from mlplane.services.monitoring import CONFIG_FILE, RULES_FILE, Monitoring, MonitoringArgs, dashboards
+from mlplane.tooling.render import capture
+from mlplane.services.serving import ServedModel
 
 from conftest import Root, fake_secret
 

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlplane import kube, routing
+from mlplane.core import kube
+from mlplane.services import routing
 from mlplane.cli import load_platform, offline_run
 
 ROOT = Path(__file__).resolve().parents[1]

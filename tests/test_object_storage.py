@@ -11,9 +11,10 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from mlplane import checks, kube
+from mlplane.tooling import checks
+from mlplane.core import kube
 from mlplane.config import Amounts, Resources
-from mlplane.object_storage import (
+from mlplane.backing.object_storage import (
     ADMIN_CLIENT_LABEL,
     GRANT_SCRIPT,
     BucketGrant,
@@ -23,7 +24,7 @@ from mlplane.object_storage import (
     bucket_grant_job,
     seaweedfs_target,
 )
-from mlplane.render import SECRET_MASK
+from mlplane.tooling.render import SECRET_MASK
 
 from conftest import opts
 

@@ -39,7 +39,12 @@ DATA_FILES = sorted(
     [f"dashboards/{p.name}" for p in (ROOT / "components" / "dashboards").glob("*.json")]
     + ["crds/flagger.yaml", "policypack/PulumiPolicy.yaml", "policypack/__main__.py", "py.typed"]
 )
-MODULES = sorted(p.name for p in (ROOT / "components").glob("*.py"))
+#: Every module of every subpackage (the scripts shipped into pods among them).
+MODULES = sorted(
+    p.relative_to(ROOT / "components").as_posix()
+    for p in (ROOT / "components").rglob("*.py")
+    if "policypack" not in p.parts and "__pycache__" not in p.parts
+)
 CACHE = Path(os.environ.get("MLPLANE_CACHE", Path.home() / ".cache" / "mlplane"))
 
 
@@ -164,7 +169,7 @@ def test_new_project_installs_from_the_wheel_and_plans_offline(template, dist, t
 
 
 def test_policy_pack_path_points_at_the_pack():
-    from mlplane.policypack_cli import pack_dir
+    from mlplane.cli.policy_pack import pack_dir
 
     assert (pack_dir() / "PulumiPolicy.yaml").is_file() and (pack_dir() / "__main__.py").is_file()
     assert shutil.which("bash")

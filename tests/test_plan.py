@@ -14,8 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlplane import checks, cli, plan, policies, versions
-from mlplane.render import capture
+from mlplane.tooling import checks, plan
+from mlplane import cli, policies
+from mlplane.config import versions
+from mlplane.tooling.render import capture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,8 @@ from pulumi_policy import (
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from mlplane import kube, policies
+from mlplane.core import kube
+from mlplane import policies
 from mlplane.config import resources as resources_factory
 from mlplane.policies import UNKNOWN, Resource, Stack
 
@@ -712,7 +713,7 @@ def test_pack_config_policy_is_not_applicable_without_the_stack_file():
 
 
 def test_a_component_built_with_the_kube_helpers_renders_policy_clean(run_component):
-    from mlplane.plan import resource_view
+    from mlplane.tooling.plan import resource_view
 
     def build(platform, config, root):
         ns = kube.namespace(platform, "demo-namespace", "mlplane-demo", parent=root, component="demo")

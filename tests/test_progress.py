@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplane import progress
+from mlplane.tooling import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("rendering stack local offline…", "validating schemas (Kubernetes", "running")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import kube, progressive
+from mlplane.core import kube
+from mlplane.services import progressive
 from mlplane.config import ConfigError, parse_platform
 
 from test_routing_upstream import strict_errors
@@ -91,9 +92,9 @@ def test_progressive_needs_the_controller_and_a_pinned_version():
 
 import pulumi  # noqa: E402
 
-from mlplane import checks  # noqa: E402
+from mlplane.tooling import checks  # noqa: E402
 from mlplane.cli import load_platform, offline_run  # noqa: E402
-from mlplane.serving import Serving, ServingArgs  # noqa: E402
+from mlplane.services.serving import Serving, ServingArgs  # noqa: E402
 
 from conftest import opts  # noqa: E402
 
@@ -130,7 +131,7 @@ def test_shipped_crds_are_the_modules_file(flagger_module):
 
 
 def test_the_controller_follows_the_modules_manifests(flagger_module):
-    from mlplane import versions
+    from mlplane.config import versions
 
     kustomization = yaml.safe_load((flagger_module / "kustomize/base/flagger/kustomization.yaml").read_text())
     (pin,) = [i for i in kustomization["images"] if i["name"] == "ghcr.io/fluxcd/flagger"]
@@ -298,7 +299,7 @@ def test_the_analysis_policy_ignores_other_kinds_and_unknown_values():
     ],
 )
 def test_teams_are_refused_progressive_delivery_and_drift_clearly(model, message):
-    from mlplane.team_config import parse_team
+    from mlplane.config.team import parse_team
 
     raw = {"name": "fraud", "platform_stack": "local", "services": ["tracking"],
            "serving": {"models": [{"name": "iris", "registered_model": "iris", "version": 2, **model}]}}
@@ -310,7 +311,7 @@ def test_teams_are_refused_progressive_delivery_and_drift_clearly(model, message
 
 
 def test_the_model_dashboard_shows_drift_and_canary_weights_next_to_latency_and_errors():
-    from mlplane.monitoring import dashboards
+    from mlplane.services.monitoring import dashboards
 
     document = json.loads(dashboards()["models.json"])
     panels = {p["title"]: p for p in document["panels"]}
@@ -333,7 +334,7 @@ def test_the_model_dashboard_shows_drift_and_canary_weights_next_to_latency_and_
 
 
 def test_the_footprint_of_each_optional_feature_is_measured_from_a_render():
-    from mlplane import footprint as fp
+    from mlplane.tooling import footprint as fp
     from mlplane.cli import footprint_document
 
     source, platform = load_platform("local", None)

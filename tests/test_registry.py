@@ -8,11 +8,11 @@ import pytest
 import tomllib
 import yaml
 
-from mlplane import versions
-from mlplane.cluster import Cluster, ClusterArgs, create_script, hosts_toml
+from mlplane.config import versions
+from mlplane.targets.local.cluster import Cluster, ClusterArgs, create_script, hosts_toml
 from mlplane.config import KindClusterConfig, RegistryConfig
-from mlplane.registry import PULL_SECRET_NAME, Registry, RegistryArgs
-from mlplane.render import SECRET_MASK
+from mlplane.targets.local.registry import PULL_SECRET_NAME, Registry, RegistryArgs
+from mlplane.tooling.render import SECRET_MASK
 
 from conftest import opts
 
@@ -170,7 +170,7 @@ def test_bundled_pull_secret_carries_the_platform_identity_as_a_secret(run_compo
     import base64
     import json
 
-    from mlplane import registry_auth
+    from mlplane.backing import registry_auth
 
     result, out = run_component(build)
     assert out["pull_secrets"] == [{"name": PULL_SECRET_NAME}]
@@ -187,7 +187,7 @@ def test_bundled_pull_secret_carries_the_platform_identity_as_a_secret(run_compo
 
 
 def test_bundled_registry_demands_tokens_and_never_deletes(run_component):
-    from mlplane import registry_auth
+    from mlplane.backing import registry_auth
 
     result, _ = run_component(build, {"cluster": {"kind": {"name": "lab"}}, "registry": {"bundled": {"auth_port": 5055}}})
     container = result.named("mlplane-registry-container").inputs
@@ -206,7 +206,7 @@ def test_bundled_registry_demands_tokens_and_never_deletes(run_component):
 
 
 def test_token_server_runs_hardened_on_kinds_network_and_loopback(run_component):
-    from mlplane import registry_auth
+    from mlplane.backing import registry_auth
 
     result, _ = run_component(build, {"cluster": {"kind": {"name": "lab"}}})
     auth = result.named("mlplane-registry-auth-container").inputs
@@ -267,7 +267,7 @@ def test_cluster_script_configures_the_registry_port(port):
 def test_team_credentials_are_scoped_per_namespace_and_identity(run_component):
     import json
 
-    from mlplane import registry_auth
+    from mlplane.backing import registry_auth
 
     def with_team(platform, config, root):
         out = build(platform, config, root)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import registry_auth
-from mlplane.registry_auth import allowed_actions, password, pull_identity, push_identity
+from mlplane.backing import registry_auth
+from mlplane.backing.registry_auth import allowed_actions, password, pull_identity, push_identity
 
 from test_images import free_port, wait_for
 
@@ -68,7 +68,7 @@ def test_no_identity_is_ever_allowed_delete():
 
 
 def test_the_shared_prefix_cannot_be_a_team_name():
-    from mlplane.team_config import TeamName  # noqa: F401 (a DNS label: no dots)
+    from mlplane.config.team import TeamName  # noqa: F401 (a DNS label: no dots)
 
     assert "." in registry_auth.SHARED_PREFIX
 
@@ -304,7 +304,7 @@ def _team_render(**extra):
 def test_team_pods_reach_the_registry_and_nothing_else_on_its_ports():
     from test_network_policies import Cluster, Host, Pod
 
-    from mlplane import kube
+    from mlplane.core import kube
 
     result = _team_render(services=["tracking", "registry"], network={"allow_internet_https": True})
     policies = [m for m in result.manifests() if m["kind"] == "NetworkPolicy"]
@@ -414,7 +414,7 @@ def test_the_platforms_models_pull_and_its_runners_push_with_the_platform_identi
 def test_the_platform_gives_each_admitted_team_its_own_push_and_pull_credentials():
     from mlplane import cli
     from mlplane.config import parse_platform
-    from mlplane.team_access import TeamGrant
+    from mlplane.services.team_access import TeamGrant
 
     raw = {"tracking": {"workspaces": True}}
     grants = [TeamGrant(name=n, work_namespace=f"mlplane-team-{n}", serving_namespace=f"mlplane-team-{n}-serving") for n in ("vision", "nlp")]

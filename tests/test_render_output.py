@@ -1,7 +1,7 @@
 """`mlplane render --out DIR` never loses a file the user owns, and replaces a render atomically;
 Ctrl-C anywhere prints one line and exits 130; `mlplane docs` writes only into the mlplane source tree.
 
-The rules are in docs/render-output.md; the writer is components/render_output.py.
+The rules are in docs/render-output.md; the writer is components/tooling/render_output.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mlplane import render_output as ro
-from mlplane.reference import source_tree_problem
+from mlplane.tooling import render_output as ro
+from mlplane.tooling.reference import source_tree_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,7 +301,7 @@ def test_a_render_killed_during_the_renames_is_finished_by_the_next_one(tmp_path
 
 DRIVER = """
 import os, signal, sys
-from mlplane import render_output as ro
+from mlplane.tooling import render_output as ro
 where, n = sys.argv[1], int(sys.argv[2])
 real = getattr(ro, where)
 calls = [0]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import checks
+from mlplane.tooling import checks
 from mlplane.cli import load_platform, offline_run, write_render
-from mlplane.render import SECRET_MASK
+from mlplane.tooling.render import SECRET_MASK
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
@@ -211,7 +211,7 @@ def test_invalid_config_registers_nothing():
     import pulumi
 
     from mlplane import program
-    from mlplane.render import capture
+    from mlplane.tooling.render import capture
 
     with pytest.raises(pulumi.RunError) as caught:
         capture(program.main, config={"mlplane:platform": json.dumps({"name": "NOPE", "tracking": {"workers": 0}})})

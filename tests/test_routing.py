@@ -10,9 +10,10 @@ import kubernetes_validate
 import pulumi
 import pytest
 
-from mlplane import kube, versions
+from mlplane.core import kube
+from mlplane.config import versions
 from mlplane.config import ConfigError, RoutingConfig, parse_platform
-from mlplane.routing import (
+from mlplane.services.routing import (
     CERTGEN_COMMAND,
     ENVOY_UID,
     HTTP_NODE_PORT,
@@ -282,7 +283,7 @@ def test_domain_must_be_a_dns_name():
 
 
 def test_an_existing_envoy_gateway_installs_no_chart(run_component):
-    from mlplane.routing import Routing, RoutingArgs, chart_workloads
+    from mlplane.services.routing import Routing, RoutingArgs, chart_workloads
 
     def build(platform, config, root):
         routing = Routing(
@@ -304,7 +305,7 @@ def test_an_existing_envoy_gateway_installs_no_chart(run_component):
 
 
 def test_an_existing_controller_can_run_its_proxies_elsewhere(run_component):
-    from mlplane.monitoring import Monitoring, MonitoringArgs
+    from mlplane.services.monitoring import Monitoring, MonitoringArgs
 
     def build_all(platform, config, root):
         routing = Routing("mlplane-routing", RoutingArgs(config.routing, platform, 80), opts(root))

@@ -32,7 +32,8 @@ import jsonschema
 import pytest
 import yaml
 
-from mlplane import policies, versions
+from mlplane import policies
+from mlplane.config import versions
 from mlplane.cli import load_platform, offline_run
 
 ROOT = Path(__file__).resolve().parents[1]

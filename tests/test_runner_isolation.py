@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import admission, cli, teams
+from mlplane.services import admission
+from mlplane import cli
+from mlplane.cli import teams
 from mlplane.config import ConfigError, parse_platform
-from mlplane.render import Capture
-from mlplane.team_access import TeamGrant
-from mlplane.team_config import parse_team
+from mlplane.tooling.render import Capture
+from mlplane.services.team_access import TeamGrant
+from mlplane.config.team import parse_team
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM = {"tracking": {"workspaces": True}}
@@ -207,7 +209,8 @@ def test_runner_scopes_that_are_accepted(runners):
 
 
 def test_the_runner_group_reaches_the_scale_set():
-    from mlplane import ci_runners, kube
+    from mlplane.services import ci_runners
+    from mlplane.core import kube
     from mlplane.config import CiRunnersConfig
 
     config = CiRunnersConfig(github_config_url=ORG, runner_group="vision-ci", github_token_key="t")
@@ -433,7 +436,7 @@ def test_e2e_the_policies_admit_every_pod_mlplane_creates_in_team_namespaces(clu
     template = yaml.safe_load(named(of(team_render(), "ConfigMap", RUNNER_NS), "job-pod-template")["data"]["job.yaml"])
     from runner_hooks import hook_job_pod
 
-    from mlplane import versions
+    from mlplane.config import versions
 
     job = hook_job_pod(runner_pod="team-vision-x7k2p-runner-4qz9d", namespace=WORK,
                        runner_image=versions.IMAGES["actions-runner"].ref(None), job_image="python:3.13-slim",
@@ -463,7 +466,8 @@ def test_platform_runners_reach_the_registry_network_only_and_get_the_push_crede
 
 
 def test_dind_runners_get_the_push_credential_as_docker_config():
-    from mlplane import ci_runners, kube
+    from mlplane.services import ci_runners
+    from mlplane.core import kube
     from mlplane.config import CiRunnersConfig
 
     config = CiRunnersConfig(github_config_url="https://github.com/acme/models", github_token_key="t",

@@ -3,7 +3,7 @@
 `mlplane-local` is public, and stack state holds the cluster-admin kubeconfig: it is used for a
 file:// backend only. Any other backend needs PULUMI_CONFIG_PASSPHRASE(_FILE) or key-management
 secrets providers on the stacks (Pulumi Cloud, https://, has its own keys). The same rule holds in
-the team commands (mlplane.teams.workspace_env) and in scripts/up.sh (scripts/lib.sh).
+the team commands (mlplane.cli.teams.workspace_env) and in scripts/up.sh (scripts/lib.sh).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlplane import teams
-from mlplane.secrets_provider import LOCAL_PASSPHRASE, SecretsProviderError, passphrase_env
+from mlplane.cli import teams
+from mlplane.tooling.secrets_provider import LOCAL_PASSPHRASE, SecretsProviderError, passphrase_env
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE = ["s3://acme-state", "gs://acme-state", "azblob://state", "s3://bucket?region=eu-west-1&endpoint=minio:9000"]

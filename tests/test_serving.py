@@ -9,10 +9,10 @@ import pulumi
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from mlplane import kube
+from mlplane.core import kube
 from mlplane.config import ConfigError, parse_platform
-from mlplane.render import SECRET_MASK, Capture
-from mlplane.serving import ServedModel, Serving, ServingArgs
+from mlplane.tooling.render import SECRET_MASK, Capture
+from mlplane.services.serving import ServedModel, Serving, ServingArgs
 
 from conftest import opts
 

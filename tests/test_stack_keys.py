@@ -89,7 +89,7 @@ def test_the_stack_program_rejects_unknown_keys_before_registering_anything():
     import pulumi
 
     from mlplane import program
-    from mlplane.render import capture
+    from mlplane.tooling.render import capture
 
     with pytest.raises(pulumi.RunError) as caught:
         capture(program.main, config={"mlplane:platform": "{}", "mlplane:platfrom": json.dumps({"name": "x"}), "aws:region": "x"})
@@ -126,7 +126,7 @@ def test_the_team_stack_program_rejects_unknown_keys(project, monkeypatch):
     import pulumi
 
     from mlplane import program
-    from mlplane.render import capture
+    from mlplane.tooling.render import capture
 
     team = {"name": "fraud", "platform_stack": "local"}
     stack(project, "team-fraud", {"mlplane:team": team})
@@ -181,7 +181,7 @@ def test_the_stack_program_refuses_a_stack_without_a_platform_object():
     import pulumi
 
     from mlplane import program
-    from mlplane.render import capture
+    from mlplane.tooling.render import capture
 
     with pytest.raises(pulumi.RunError) as caught:
         capture(program.main, config={"aws:region": "x"})

@@ -13,11 +13,13 @@ from functools import lru_cache
 import pulumi
 import pytest
 
-from mlplane import checks, cli, teams
+from mlplane.tooling import checks
+from mlplane import cli
+from mlplane.cli import teams
 from mlplane.config import parse_platform
-from mlplane.render import SECRET_MASK, Capture, StackOutputs, capture, stand_in_secret
+from mlplane.tooling.render import SECRET_MASK, Capture, StackOutputs, capture, stand_in_secret
 from mlplane.team import TYPE, stack_reference_name
-from mlplane.team_config import parse_team
+from mlplane.config.team import parse_team
 
 PLATFORM = {
     "name": "mlplane",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlplane.config import ConfigError, parse_platform
-from mlplane.team_config import TeamConfig, check_collisions, check_platform, parse_team
+from mlplane.config.team import TeamConfig, check_collisions, check_platform, parse_team
 
 ROOT = "mlplane:team"
 WORKSPACES = {"tracking": {"workspaces": True}}
@@ -141,7 +141,7 @@ def test_collisions_with_other_teams_are_named():
 
 def test_models_that_could_never_schedule_are_rejected():
     from mlplane.config import ConfigError
-    from mlplane.team_config import parse_team
+    from mlplane.config.team import parse_team
 
     base = {"name": "big", "platform_stack": "local"}
     too_large = {"name": "m", "registered_model": "m", "version": 1,
@@ -154,7 +154,7 @@ def test_models_that_could_never_schedule_are_rejected():
 
 
 def test_the_team_name_limit_is_stated_once_and_the_same_everywhere():
-    from mlplane.team_config import TEAM_NAME_MAX
+    from mlplane.config.team import TEAM_NAME_MAX
 
     for name in ("a" * (TEAM_NAME_MAX + 1), "a" * 64, "Bad_Name", "-x"):
         found = problems({"name": name, "platform_stack": "local"})

@@ -44,7 +44,7 @@ def program():
     pulumi.export("platform", json.loads(sys.argv[2]))
     pulumi.export("mlflowAdminUsername", "admin")
     pulumi.export("mlflowAdminPassword", pulumi.Output.secret("stand-in"))
-    # The platform has admitted team ops (mlplane.team_access), so `team create` deploys it directly.
+    # The platform has admitted team ops (mlplane.services.team_access), so `team create` deploys it directly.
     pulumi.export("admittedTeams", ["ops"])
 
 stack = auto.create_or_select_stack("local", project_name="mlplane", program=program,

@@ -1,4 +1,4 @@
-"""A team stack's scoped provisioning identity (mlplane.team_access), instead of cluster-admin.
+"""A team stack's scoped provisioning identity (mlplane.services.team_access), instead of cluster-admin.
 
 Render tests pin what the platform grants each admitted team; the e2e tests (``pytest -m e2e``,
 binaries from scripts/bootstrap-apiserver.sh) prove the boundary through a real kube-apiserver
@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane import cli, program, teams
+from mlplane import cli, program
+from mlplane.cli import teams
 from mlplane.config import parse_platform
-from mlplane.render import Capture
-from mlplane.team_access import TeamGrant, team_kubeconfig
-from mlplane.team_config import parse_team
+from mlplane.tooling.render import Capture
+from mlplane.services.team_access import TeamGrant, team_kubeconfig
+from mlplane.config.team import parse_team
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM = {"tracking": {"workspaces": True}}

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from mlplane.tracking import auth_ini
+from mlplane.services.tracking import auth_ini
 
 from test_team import manifests, one, render, team_raw
 

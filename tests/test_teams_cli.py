@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane.team_config import parse_team
+from mlplane.config.team import parse_team
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM = "config:\n  mlplane:platform:\n    lifecycle: {throwaway: true}\n    tracking: {workspaces: true}\n"
@@ -141,7 +141,7 @@ def test_a_team_file_whose_name_does_not_match_its_stack_is_refused(project):
 
 
 def test_the_offboarding_run_uses_a_copy_of_the_config_with_its_encryption_salt(tmp_path):
-    from mlplane.teams import OFFBOARDING_KEY, _offboarding_config
+    from mlplane.cli.teams import OFFBOARDING_KEY, _offboarding_config
 
     path = tmp_path / "Pulumi.team-fraud.yaml"
     path.write_text("config:\n  mlplane:team: {name: fraud, platform_stack: local}\nencryptionsalt: v1:abc\n")
@@ -155,7 +155,7 @@ def test_the_offboarding_run_uses_a_copy_of_the_config_with_its_encryption_salt(
 
 
 def test_engine_failures_are_reported_by_their_error_lines():
-    from mlplane.teams import failure_reason
+    from mlplane.cli.teams import failure_reason
 
     text = "\n code: 255\n stdout: Updating\n  error: no resource plugin 'x' found\n\n stderr: \nerror: update failed\n"
     assert failure_reason(text) == "error: no resource plugin 'x' found | error: update failed"

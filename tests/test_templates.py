@@ -26,10 +26,12 @@ from typing import Any
 import pytest
 import yaml
 
-from mlplane import checks, policies, versions
+from mlplane.tooling import checks
+from mlplane import policies
+from mlplane.config import versions
 from mlplane.config import parse_platform
-from mlplane.plan import resource_view
-from mlplane.render import capture
+from mlplane.tooling.plan import resource_view
+from mlplane.tooling.render import capture
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
@@ -473,9 +475,9 @@ def test_new_platform_project_validates_and_renders_offline(tmp_path):
 
 
 def test_new_team_project_validates_and_renders_offline(tmp_path, monkeypatch):
-    from mlplane import teams
+    from mlplane.cli import teams
     from mlplane.team import stack_reference_name
-    from mlplane.team_config import parse_team
+    from mlplane.config.team import parse_team
 
     project, manifest, config = new_project("team", tmp_path)
     monkeypatch.chdir(project)  # the team program reads the platform's stack file from its project
@@ -487,7 +489,7 @@ def test_new_team_project_validates_and_renders_offline(tmp_path, monkeypatch):
     outputs = teams.platform_stand_in(checked)
     result = run_program(project, manifest, team.stack, config, **{stack_reference_name(team.platform_stack, manifest["name"]): outputs})
     assert result.named(team.stack).type == "mlplane:team:Team"
-    # The platform stack creates the team's namespaces (mlplane.team_access); the team fills them.
+    # The platform stack creates the team's namespaces (mlplane.services.team_access); the team fills them.
     assert not result.by_type("kubernetes:core/v1:Namespace")
     namespaces = {m["metadata"].get("namespace") for m in result.manifests()}
     assert {"mlplane-team-demo", "mlplane-team-demo-serving"} <= namespaces

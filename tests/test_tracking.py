@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import configparser
 
-from mlplane import checks, kube
-from mlplane.database import Database, DatabaseArgs
-from mlplane.object_storage import ObjectStorage, ObjectStorageArgs
-from mlplane.render import SECRET_MASK
-from mlplane.tracking import (
+from mlplane.tooling import checks
+from mlplane.core import kube
+from mlplane.backing.database import Database, DatabaseArgs
+from mlplane.backing.object_storage import ObjectStorage, ObjectStorageArgs
+from mlplane.tooling.render import SECRET_MASK
+from mlplane.services.tracking import (
     READER_SCRIPT,
     TrackingArgs,
     TrackingServer,

@@ -34,12 +34,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-from mlplane import kube
+from mlplane.core import kube
 from mlplane.config import parse_platform
-from mlplane.database import Database, DatabaseArgs
-from mlplane.object_storage import ObjectStorage, ObjectStorageArgs
-from mlplane.render import Capture, capture
-from mlplane.tracking import AUTH_CONFIG_DIR, METRICS_DIR, TrackingArgs, TrackingServer
+from mlplane.backing.database import Database, DatabaseArgs
+from mlplane.backing.object_storage import ObjectStorage, ObjectStorageArgs
+from mlplane.tooling.render import Capture, capture
+from mlplane.services.tracking import AUTH_CONFIG_DIR, METRICS_DIR, TrackingArgs, TrackingServer
 
 from conftest import Root, fake_secret
 

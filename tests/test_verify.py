@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlplane.verify import VerifyInputError, probe_repository, target_from_outputs, verify
-from mlplane.verify_http import status_cause
+from mlplane.tooling.verify import VerifyInputError, probe_repository, target_from_outputs, verify
+from mlplane.tooling.verify_http import status_cause
 
 MLPLANE = str(Path(sys.executable).parent / "mlplane")
 

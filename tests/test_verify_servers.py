@@ -40,10 +40,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from mlplane import program, registry_auth
-from mlplane.monitoring import CONFIG_FILE, RULES_FILE
-from mlplane.render import capture
-from mlplane.tracking import AUTH_CONFIG_DIR, METRICS_DIR
+from mlplane import program
+from mlplane.backing import registry_auth
+from mlplane.services.monitoring import CONFIG_FILE, RULES_FILE
+from mlplane.tooling.render import capture
+from mlplane.services.tracking import AUTH_CONFIG_DIR, METRICS_DIR
 
 from test_tracking_server_real import (
     Rendered, Servers, _Postgres, _free_port, _missing_modules, _postgres_bin, _stop, _wait_http,
@@ -401,7 +402,7 @@ def stack() -> Iterator[Stack]:
             "grafanaAdminPassword": grafana_password,
             "s3AccessKeyId": keys["access-key-id"], "s3SecretAccessKey": keys["secret-access-key"],
             "registryPushUrl": f"127.0.0.1:{ports['registry']}",
-            # The platform identity of the token server (mlplane.registry_auth); the stack does not
+            # The platform identity of the token server (mlplane.backing.registry_auth); the stack does not
             # export registry credentials yet, so the test feeds them as verify documents.
             "registryUsername": registry_auth.PLATFORM_IDENTITY,
             "registryPassword": registry_auth.password(token_secret, registry_auth.PLATFORM_IDENTITY),
@@ -469,7 +470,7 @@ def test_verify_passes_against_the_platform_as_rendered_and_cleans_up(stack, tmp
     assert "mlplane-verify-" not in checks["cleanup"]["detail"]
     # Nothing else named mlplane-verify is left: no registered model, no live experiment, no image tag.
     admin = (stack.outputs["mlflowAdminUsername"], stack.outputs["mlflowAdminPassword"])
-    from mlplane.verify_http import Http
+    from mlplane.tooling.verify_http import Http
 
     mlflow = Http(timeout=10, auth=admin)
     models = mlflow.request("GET", f"{stack.url('mlflow')}/api/2.0/mlflow/registered-models/search?max_results=100").json()

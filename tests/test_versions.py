@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mlplane import versions
+from mlplane.config import versions
 
 DATE = re.compile(r"^20\d\d-[01]\d-[0-3]\d$")
 
@@ -79,10 +79,10 @@ def test_every_pin_is_matched_by_a_renovate_manager():
 
     root = Path(__file__).resolve().parents[1]
     config = json.loads((root / "renovate.json").read_text())
-    text = (root / "components" / "versions.py").read_text()
+    text = (root / "components" / "config" / "versions.py").read_text()
     found: set[tuple[str, str]] = set()
     for manager in config["customManagers"]:
-        assert manager["managerFilePatterns"] == ["/^components/versions\\.py$/"]
+        assert manager["managerFilePatterns"] == ["/^components/config/versions\\.py$/"]
         for pattern in manager["matchStrings"]:
             for match in re.finditer(pattern.replace("(?<", "(?P<"), text):
                 groups = match.groupdict()

@@ -12,5 +12,5 @@ PolicyPack(
     name="mlplane",
     policies=pack_policies(),
     enforcement_level=EnforcementLevel.MANDATORY,
-    description="mlplane guardrails: the security baseline and platform rules of components/policies.py",
+    description="mlplane guardrails: the security baseline and platform rules of components/policies/",
 )

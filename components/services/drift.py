@@ -1,0 +1,334 @@
+"""Inference logging and drift checks of served models (``serving.models[].logging`` / ``drift``).
+
+Off by default: nothing here is created unless a model sets ``logging``. Then the serving
+namespace gets
+
+- ``Secret/inference-store``: S3 credentials of an identity limited to the datasets bucket
+  (bundled store: its own SeaweedFS identity ``<platform>-inference``; external store: the
+  operator's MLflow keys), and ``ConfigMap/inference-scripts`` with the two scripts
+  (``inference_logger.py``, ``drift_check.py``, shipped with mlplane);
+- per logging model, a sidecar ``inference-logger`` in each replica: the pod's ``http`` port, in
+  front of ``mlflow models serve`` (moved to port ``model`` 8081), which writes a sample of
+  requests and predictions to ``s3://<datasets>/inference/<namespace>/<model>/<version>/date=<day>/``;
+- per drift model, a ``CronJob/<model>-drift`` comparing the window with the model version's
+  reference dataset in MLflow and writing ``drift-metrics/<namespace>/<model>.prom``;
+- ``Deployment/drift-exporter`` serving those files on ``/metrics`` to Prometheus (a scrape
+  target), so scores survive between job runs and alert rules can hold.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from mlplane.core import kube
+from mlplane.config import DriftConfig, ModelConfig, ModelRef, duration_seconds
+
+#: Pods carrying this label reach the object store (NetworkPolicy ``inference-store-egress``).
+STORE_LABEL = "mlplane.dev/inference-store"
+STORE_SECRET = "inference-store"
+SCRIPTS_CONFIG_MAP = "inference-scripts"
+SCRIPTS_DIR = "/opt/mlplane"
+LOGGER_SCRIPT = "inference_logger.py"
+DRIFT_SCRIPT = "drift_check.py"
+#: Where ``mlflow models serve`` listens when the logging sidecar takes the pod's ``http`` port.
+MODEL_PORT = 8081
+EXPORTER = "drift-exporter"
+EXPORTER_PORT = 9108
+#: Prefix of the logged requests in the bucket.
+LOG_PREFIX = "inference"
+#: The bundled store's identity for inference logs (``<platform>-inference``).
+IDENTITY_SUFFIX = "inference"
+
+
+@dataclass(frozen=True)
+class InferenceStore:
+    """The bucket inference logs and drift results go to, and how the serving namespace reaches it."""
+
+    endpoint: pulumi.Input[str]
+    region: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    access_key_id: pulumi.Input[str]
+    #: Secret.
+    secret_access_key: pulumi.Input[str]
+    #: The NetworkPolicy egress rule to the store (its pods, or its port anywhere).
+    egress: pulumi.Input[Mapping[str, Any]]
+
+
+#: Builds the store (and its identity) on demand, under the given parent: no model logs, no objects.
+StoreFactory = Callable[[pulumi.Resource], InferenceStore]
+
+
+def script(name: str) -> str:
+    """The text of a packaged script (``mlplane/scripts/<name>``)."""
+    return (importlib.resources.files("mlplane.scripts") / name).read_text(encoding="utf-8")
+
+
+def model_ref(ref: ModelRef) -> str:
+    """A version number or ``@alias``, as the drift job takes it."""
+    return f"@{ref.alias}" if ref.alias else str(ref.version)
+
+
+@dataclass
+class Inference:
+    """The inference-logging objects of one serving namespace; adds sidecars and drift jobs."""
+
+    parent: pulumi.Resource
+    prefix: str
+    platform: kube.Platform
+    namespace: pulumi.Input[str]
+    ns_name: str
+    store: InferenceStore
+    tracking_uri: pulumi.Input[str]
+    credentials_secret: pulumi.Input[str]
+    labels: Mapping[str, str]
+    #: Labels that make a pod a Prometheus target in a team namespace (``mlplane.dev/scrape``).
+    scrape_labels: Mapping[str, str] | None = None
+
+    def create(self, drift_models: bool) -> list[kube.ScrapeTarget]:
+        """The Secret, scripts, egress policy and (with a drift model) the exporter; its scrape target."""
+        child = pulumi.ResourceOptions(parent=self.parent)
+        labels = dict(self.labels)
+        k8s.core.v1.Secret(
+            f"{self.prefix}-inference-store",
+            metadata={"name": STORE_SECRET, "namespace": self.namespace, "labels": labels},
+            type="Opaque",
+            string_data={
+                "access-key-id": self.store.access_key_id,
+                "secret-access-key": pulumi.Output.secret(self.store.secret_access_key),
+            },
+            opts=child,
+        )
+        k8s.core.v1.ConfigMap(
+            f"{self.prefix}-inference-scripts",
+            metadata={"name": SCRIPTS_CONFIG_MAP, "namespace": self.namespace, "labels": labels},
+            data={LOGGER_SCRIPT: script(LOGGER_SCRIPT), DRIFT_SCRIPT: script(DRIFT_SCRIPT)},
+            opts=child,
+        )
+        kube.egress_only_to(
+            f"{self.prefix}-inference-store-egress",
+            name="inference-store-egress",
+            namespace=self.namespace,
+            labels=labels,
+            pods={STORE_LABEL: "true"},
+            rules=[self.store.egress],
+            parent=self.parent,
+        )
+        if not drift_models:
+            return []
+        return [self._exporter()]
+
+    # ----------------------------------------------------------------------------- env
+
+    def store_env(self) -> list[dict[str, Any]]:
+        return [
+            kube.secret_env("AWS_ACCESS_KEY_ID", STORE_SECRET, "access-key-id"),
+            kube.secret_env("AWS_SECRET_ACCESS_KEY", STORE_SECRET, "secret-access-key"),
+            {"name": "AWS_ENDPOINT_URL_S3", "value": self.store.endpoint},
+            {"name": "AWS_DEFAULT_REGION", "value": self.store.region},
+            {"name": "BUCKET", "value": self.store.bucket},
+            {"name": "NAMESPACE", "value": self.ns_name},
+            {"name": "LOG_PREFIX", "value": LOG_PREFIX},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ]
+
+    @staticmethod
+    def scripts_volume() -> dict[str, Any]:
+        return {"name": "inference-scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP}}
+
+    @staticmethod
+    def scripts_mount() -> dict[str, Any]:
+        return {"name": "inference-scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
+
+    # ------------------------------------------------------------------------- sidecar
+
+    def wrap(self, workload: kube.Workload, model: ModelConfig, label: str, image: str) -> None:
+        """Move the model server to :data:`MODEL_PORT` and put the logging sidecar on ``http``."""
+        assert model.logging is not None
+        server = workload.containers[0]
+        args = list(server["args"])
+        args[args.index("--port") + 1] = str(MODEL_PORT)
+        server["args"] = args
+        server["ports"] = [{"name": "model", "containerPort": MODEL_PORT, "protocol": "TCP"}]
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if probe in server:
+                server[probe] = {**server[probe], "httpGet": {**server[probe]["httpGet"], "port": "model"}}
+        cfg = model.logging
+        sidecar = kube.container(
+            "inference-logger",
+            image,
+            cfg.resources,
+            command=["python", f"{SCRIPTS_DIR}/{LOGGER_SCRIPT}"],
+            env=[
+                *self.store_env(),
+                {"name": "MODEL_NAME", "value": model.name},
+                {"name": "MODEL_VERSION", "value": label},
+                {"name": "SAMPLE_RATE", "value": format(cfg.sample_rate, "g")},
+                {"name": "EXCLUDE_FIELDS", "value": json.dumps(list(cfg.exclude_fields))},
+                {"name": "FLUSH_SECONDS", "value": str(cfg.flush_seconds)},
+                {"name": "LISTEN_PORT", "value": "8080"},
+                {"name": "UPSTREAM_PORT", "value": str(MODEL_PORT)},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ],
+            ports=[("http", 8080)],
+            liveness=kube.http_probe("/-/logger/healthz", "http", period=15, failures=4),
+            readiness=kube.http_probe("/ping", "http", period=5),
+            mounts=[self.scripts_mount(), {"name": "tmp", "mountPath": "/tmp"}],
+        )
+        workload.containers.append(sidecar)
+        workload.volumes.append(self.scripts_volume())
+
+    # --------------------------------------------------------------------------- drift
+
+    def drift_job(self, model: ModelConfig, image: str, labels: Mapping[str, str]) -> k8s.batch.v1.CronJob:
+        """``CronJob/<model>-drift``: the stable track's logged window against its reference."""
+        cfg: DriftConfig = model.drift  # type: ignore[assignment]
+        name = f"{model.name}-drift"
+        job_labels = {**labels, **self.platform.labels("serving", name), STORE_LABEL: "true"}
+        container = kube.container(
+            "drift",
+            image,
+            cfg.resources,
+            command=["python", f"{SCRIPTS_DIR}/{DRIFT_SCRIPT}", "check"],
+            env=[
+                *self.store_env(),
+                {"name": "MLFLOW_TRACKING_URI", "value": self.tracking_uri},
+                kube.secret_env("MLFLOW_TRACKING_USERNAME", self.credentials_secret, "username"),
+                kube.secret_env("MLFLOW_TRACKING_PASSWORD", self.credentials_secret, "password"),
+                {"name": "MODEL_NAME", "value": model.name},
+                {"name": "MODEL_VERSION", "value": model.label},
+                {"name": "REGISTERED_MODEL", "value": model.registered_model},
+                {"name": "MODEL_REF", "value": model_ref(model)},
+                {"name": "REFERENCE", "value": cfg.reference},
+                {"name": "WINDOW_SECONDS", "value": str(int(duration_seconds(cfg.window)))},
+                {"name": "MIN_SAMPLES", "value": str(cfg.min_samples)},
+                {"name": "PSI_THRESHOLD", "value": format(cfg.thresholds.psi, "g")},
+                {"name": "SHARE_THRESHOLD", "value": format(cfg.thresholds.share, "g")},
+                {"name": "TMPDIR", "value": "/tmp"},
+            ],
+            # A Job's probes would only restart a run; the deadline bounds it instead.
+            liveness=kube.exec_probe(["true"], period=60),
+            readiness=kube.exec_probe(["true"], period=60),
+            mounts=[self.scripts_mount(), {"name": "tmp", "mountPath": "/tmp"}],
+        )
+        workload = kube.Workload(
+            containers=[container],
+            uid=10001,
+            fs_group=10001,
+            volumes=[self.scripts_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        )
+        template = workload.template(job_labels)
+        template["spec"]["restartPolicy"] = "Never"
+        return k8s.batch.v1.CronJob(
+            f"{self.prefix}-{model.name}-drift",
+            metadata={
+                "name": name,
+                "namespace": self.namespace,
+                "labels": job_labels,
+                "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
+            },
+            spec={
+                "schedule": cfg.schedule,
+                "concurrencyPolicy": "Forbid",
+                "successfulJobsHistoryLimit": 1,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    "metadata": {"labels": job_labels},
+                    "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 1800, "template": template},
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+
+    def _exporter(self) -> kube.ScrapeTarget:
+        labels = {**self.platform.labels("serving", EXPORTER), STORE_LABEL: "true", **(self.scrape_labels or {})}
+        selector = self.platform.selector("serving", EXPORTER)
+        container = kube.container(
+            EXPORTER,
+            self.platform.image("mlflow"),
+            kube_resources(),
+            command=["python", f"{SCRIPTS_DIR}/{DRIFT_SCRIPT}", "serve"],
+            env=[*self.store_env(), {"name": "EXPORTER_PORT", "value": str(EXPORTER_PORT)}],
+            ports=[("metrics", EXPORTER_PORT)],
+            liveness=kube.http_probe("/healthz", "metrics", period=15, failures=4),
+            readiness=kube.http_probe("/healthz", "metrics", period=10),
+            mounts=[self.scripts_mount(), {"name": "tmp", "mountPath": "/tmp"}],
+        )
+        workload = kube.Workload(
+            containers=[container],
+            uid=10001,
+            fs_group=10001,
+            volumes=[self.scripts_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
+        )
+        k8s.apps.v1.Deployment(
+            f"{self.prefix}-drift-exporter",
+            metadata={
+                "name": EXPORTER,
+                "namespace": self.namespace,
+                "labels": labels,
+                "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
+            },
+            spec={"replicas": 1, "selector": {"matchLabels": selector}, "template": workload.template(labels)},
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+        kube.ingress_only_on(
+            f"{self.prefix}-drift-exporter-network-policy",
+            name=EXPORTER,
+            namespace=self.namespace,
+            labels=labels,
+            pods=selector,
+            port="metrics",
+            parent=self.parent,
+            sources=[kube.namespace_peer(f"{self.platform.name}-monitoring")],
+        )
+        return kube.ScrapeTarget(job="model-drift", namespace=self.namespace, selector=selector, port="metrics")
+
+
+def kube_resources() -> Any:
+    """Requests and limits of the exporter: a Python HTTP server reading a few small files."""
+    from mlplane.config import resources
+
+    return resources("10m", "64Mi", "200m", "128Mi")()
+
+
+def platform_store(name: str, storage: Any, platform: kube.Platform, datasets_bucket: str) -> StoreFactory:
+    """The platform's inference store: the datasets bucket, with a bucket-scoped identity when
+    the store is bundled (``<platform>-inference``, granted by the storage's grant Job)."""
+
+    def build(parent: pulumi.Resource) -> InferenceStore:
+        import pulumi_random as random
+
+        from mlplane.backing import object_storage
+        from mlplane.services.tracking import endpoint_port
+
+        seaweedfs = platform.selector("storage", "seaweedfs")
+        egress = pulumi.Output.all(storage.namespace, storage.endpoint).apply(
+            lambda v: {"to": [kube.pods_peer(v[0], seaweedfs)], "ports": kube.tcp(endpoint_port(v[1]))}
+            if v[0] else kube.internet_egress(endpoint_port(v[1]))
+        )
+        if storage.grant_target is None:  # external: the operator's keys (see docs/models.md)
+            return InferenceStore(storage.endpoint, storage.region, storage.datasets_bucket,
+                                  storage.mlflow_access_key_id, storage.mlflow_secret_access_key, egress)
+        child = pulumi.ResourceOptions(parent=parent)
+        key_id = random.RandomPassword(f"{name}-inference-access-key-id", length=20, special=False, upper=True,
+                                       lower=False, opts=child).result
+        secret = random.RandomPassword(f"{name}-inference-secret-access-key", length=40, special=False,
+                                       opts=child).result
+        grant = object_storage.BucketGrant(
+            identity=f"{platform.name}-{IDENTITY_SUFFIX}",
+            buckets=(datasets_bucket,),
+            access_key_id=key_id,
+            secret_access_key=secret,
+        )
+        object_storage.bucket_grant_job(f"{name}-inference-s3-grant", grant, storage.grant_target,
+                                        pulumi.ResourceOptions(parent=parent, depends_on=storage.ready))
+        return InferenceStore(storage.endpoint, storage.region, storage.datasets_bucket, key_id,
+                              pulumi.Output.secret(secret), egress)
+
+    return build
