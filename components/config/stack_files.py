@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from mlplane.config import NAMESPACE, NO_PLATFORM_HOW, ConfigError, PlatformConfig, parse_platform, unknown_stack_keys
-from mlplane.config.keys import OBJECT_KEYS, PLATFORM_CONFIG_KEY, TEAM_CONFIG_KEY
+from mlplane.config.errors import ConfigError, parse_platform
+from mlplane.config.platform import PlatformConfig
+from mlplane.config.keys import NAMESPACE, NO_PLATFORM_HOW, OBJECT_KEYS, PLATFORM_CONFIG_KEY, TEAM_CONFIG_KEY, unknown_stack_keys
 
 
 class InputError(Exception):

@@ -20,30 +20,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, Strict, ValidationError, model_validator
 
-from mlplane.config import (
-    MODEL_NAME_MAX,
-    Amounts,
+from mlplane.config.serving import MODEL_NAME_MAX, ModelConfig, ServingConfig
+from mlplane.config.blocks import Amounts, Resources, _Model, resources
+from mlplane.config.scalars import (
     BucketName,
-    ConfigError,
     ConfigKey,
     Cpu,
     DnsLabel,
-    GitHubAppCredentials,
     Memory,
-    ModelConfig,
-    PlatformConfig,
-    RepositoryVisibility,
-    Resources,
-    ServingConfig,
     Storage,
-    _given,
-    _Model,
     cpu_millicores,
-    format_errors,
     memory_bytes,
-    resources,
-    runner_scope_problem,
 )
+from mlplane.config.errors import ConfigError, _given, format_errors
+from mlplane.config.ci_runners import GitHubAppCredentials, RepositoryVisibility, runner_scope_problem
+from mlplane.config.platform import PlatformConfig
 from mlplane.config.keys import TEAM_CONFIG_KEY
 from mlplane.config.upgrades import CONFIG_VERSION, check_version
 

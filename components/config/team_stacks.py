@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlplane.config import ConfigError, PlatformConfig, unknown_stack_keys
-from mlplane.config.keys import OBJECT_KEYS, OFFBOARDING_KEY, TEAM_CONFIG_KEY
+from mlplane.config.errors import ConfigError
+from mlplane.config.platform import PlatformConfig
+from mlplane.config.keys import OBJECT_KEYS, OFFBOARDING_KEY, TEAM_CONFIG_KEY, unknown_stack_keys
 from mlplane.config.stack_files import InputError, load_platform, project_dir, read_stack_config, secret_problems, secure_keys
 from mlplane.config.team import STACK_PREFIX, TeamConfig, check_collisions, check_platform, parse_team
 

@@ -1,0 +1,108 @@
+"""The platform object: every section of `mlplane:platform` and the rules across them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, Strict, model_validator
+
+from mlplane.config.upgrades import CONFIG_VERSION, check_version
+from mlplane.config.scalars import DnsLabel
+from mlplane.config.blocks import _Model, ImagesConfig, LifecycleConfig
+from mlplane.config.cluster import ClusterConfig, RegistryConfig
+from mlplane.config.routing import RoutingConfig
+from mlplane.config.backing import DatabaseConfig, ObjectStorageConfig
+from mlplane.config.tracking import TrackingConfig
+from mlplane.config.ci_runners import CiRunnersConfig
+from mlplane.config.serving import ServingConfig
+from mlplane.config.monitoring import MonitoringConfig
+
+
+class PlatformConfig(_Model):
+    """An mlplane platform: the value of the `mlplane:platform` stack config key."""
+
+    version: Annotated[int, Strict(), AfterValidator(check_version)] = Field(
+        default=CONFIG_VERSION,
+        description=(
+            "Version of the config schema. Omitted: 1, so configs written before the field existed "
+            "stay valid. A release that changes the schema incompatibly raises it (docs/upgrading.md)."
+        ),
+    )
+    target: Literal["local"] = Field(
+        default="local",
+        description="Where the platform runs. 'local': kind and Docker on this machine (or an existing cluster).",
+    )
+    name: DnsLabel = Field(
+        default="mlplane",
+        description="Platform name: prefix of namespaces, resource names and the root component.",
+        max_length=30,
+    )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where the platform runs.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Container image registry.")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Gateway API routing to the UIs.")
+    object_storage: ObjectStorageConfig = Field(
+        default_factory=ObjectStorageConfig, description="S3-compatible object storage."
+    )
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="PostgreSQL for MLflow.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking server.")
+    ci_runners: CiRunnersConfig = Field(
+        default_factory=CiRunnersConfig, description="GitHub Actions runners inside the platform."
+    )
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="Model serving.")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Monitoring.")
+    images: ImagesConfig = Field(default_factory=ImagesConfig, description="Image sources.")
+    lifecycle: LifecycleConfig = Field(
+        default_factory=LifecycleConfig, description="Protection of stateful resources."
+    )
+
+    @model_validator(mode="after")
+    def _cross_rules(self) -> PlatformConfig:
+        if self.registry.mode == "bundled" and self.cluster.mode != "kind":
+            raise ValueError(
+                "registry.mode 'bundled' runs a Docker container on kind's network and needs "
+                f"cluster.mode 'kind' (cluster.mode is '{self.cluster.mode}'): set registry.mode "
+                "'external' with registry.external.url"
+            )
+        tls = self.routing.tls
+        if self.cluster.mode == "existing" and tls.certificate_secret is None and not tls.plain_http:
+            raise ValueError(
+                "routing.tls.certificate_secret: required with cluster.mode 'existing' (its Gateway "
+                "NodePort is reachable on every node, and MLflow passwords and model keys would travel "
+                f"in clear text): name a Secret of type kubernetes.io/tls in namespace '{self.name}-gateway', "
+                "or opt out explicitly with routing.tls.plain_http: true"
+            )
+        if self.cluster.mode == "kind" and tls.certificate_secret is not None:
+            raise ValueError(
+                "routing.tls.certificate_secret: a kind cluster maps only the HTTP port to 127.0.0.1 "
+                "and serves plain HTTP there; TLS needs cluster.mode 'existing'"
+            )
+        if self.monitoring.prometheus.route and self.cluster.mode != "kind":
+            raise ValueError(
+                "monitoring.prometheus.route: Prometheus has no authentication of its own and is "
+                f"exposed only on a kind cluster (cluster.mode is '{self.cluster.mode}'): query it "
+                "through Grafana or `kubectl port-forward`"
+            )
+        return self
+
+    @property
+    def prometheus_route(self) -> bool:
+        """Whether Prometheus gets a route on the Gateway (monitoring.prometheus.route)."""
+        route = self.monitoring.prometheus.route
+        return self.cluster.mode == "kind" if route is None else route
+
+    def secret_keys(self) -> list[tuple[str, str]]:
+        """Every secret config key the config names, as (field path, key)."""
+        found: list[tuple[str, str]] = []
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, BaseModel):
+                for field_name in type(node).model_fields:
+                    walk(getattr(node, field_name), f"{path}.{field_name}" if path else field_name)
+            elif isinstance(node, list):
+                for index, item in enumerate(node):
+                    walk(item, f"{path}[{index}]")
+            elif isinstance(node, str) and path.endswith("_key"):
+                found.append((path, node))
+
+        walk(self, "")
+        return found
