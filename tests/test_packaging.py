@@ -37,6 +37,7 @@ VERSION = PYPROJECT["project"]["version"]
 #: Files the package reads at run time, relative to the package (components/ in the checkout).
 DATA_FILES = sorted(
     [f"dashboards/{p.name}" for p in (ROOT / "components" / "dashboards").glob("*.json")]
+    + [f"scripts/{p.name}" for p in (ROOT / "components" / "scripts").glob("*.sh")]
     + ["crds/flagger.yaml", "policypack/PulumiPolicy.yaml", "policypack/__main__.py", "py.typed"]
 )
 #: Every module of every subpackage (the scripts shipped into pods among them).

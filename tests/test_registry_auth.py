@@ -325,7 +325,7 @@ def test_team_pods_reach_the_registry_and_nothing_else_on_its_ports():
 
 def test_team_registry_egress_names_the_configured_kind_network():
     from mlplane.config import parse_platform
-    from mlplane.team import registry_egress
+    from mlplane.targets.local.registry import registry_egress
 
     platform = parse_platform({"registry": {"bundled": {"network_cidr": "172.30.0.0/16", "auth_port": 5055}}})
     assert registry_egress(platform) == {

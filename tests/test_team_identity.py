@@ -172,7 +172,7 @@ def test_admitted_teams_are_the_valid_team_files_naming_the_platform_stack(tmp_p
 
 
 def test_a_team_the_platform_has_not_admitted_fails_with_what_to_run():
-    from mlplane.team import _team_kubeconfig
+    from mlplane.team.link import _team_kubeconfig
 
     team = parse_team({"name": "vision", "platform_stack": "local"})
     with pytest.raises(ValueError, match=r"platform stack 'local' has not admitted team 'vision'.*pulumi up --stack local"):

@@ -83,7 +83,7 @@ class CiRunnersArgs:
     #: ``$DOCKER_CONFIG/config.json``. None: no credential (an external registry).
     registry_push_secret: str | None = None
     #: The egress rule from job pods to the registry (the bundled one's network and ports,
-    #: mlplane.team.registry_egress). None: HTTPS anywhere covers an external registry.
+    #: mlplane.targets.local.registry.registry_egress). None: HTTPS anywhere covers an external registry.
     registry_egress: dict[str, Any] | None = None
     #: 'kubernetes-novolume' only: the namespace the container hooks create job pods in
     #: (``ACTIONS_RUNNER_KUBERNETES_NAMESPACE``), when not the runners' own. Team runners use it:

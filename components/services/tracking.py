@@ -15,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from mlplane import scripts
 from mlplane.core import kube
 from mlplane.config import TrackingConfig
 from mlplane.backing.database import Database
@@ -50,66 +51,11 @@ READER_SECRET = "mlflow-reader"
 
 #: The sidecar serving MLflow's metrics: MLflow's own ``/metrics`` sits behind basic auth and
 #: host-header validation, which Prometheus (scraping pod IPs, without credentials) cannot pass.
-EXPORTER_SCRIPT = """\
-import os
-import time
-
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
-
-registry = CollectorRegistry()
-MultiProcessCollector(registry, path=os.environ["METRICS_DIR"])
-start_http_server(int(os.environ["EXPORTER_PORT"]), registry=registry)
-while True:
-    time.sleep(3600)
-"""
+EXPORTER_SCRIPT = scripts.text("mlflow_exporter.py")
 
 #: Creates the read-only account, or resets its password, through MLflow's auth REST API. Plain
 #: standard library: importing mlflow costs seconds and hundreds of MB for four HTTP calls.
-READER_SCRIPT = """\
-import base64
-import json
-import os
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-
-uri = os.environ["MLFLOW_TRACKING_URI"].rstrip("/")
-admin = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ['MLFLOW_TRACKING_PASSWORD']}"
-headers = {"Authorization": "Basic " + base64.b64encode(admin.encode()).decode(), "Content-Type": "application/json"}
-
-
-def call(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(uri + path, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
-
-
-for _ in range(60):
-    try:
-        with urllib.request.urlopen(uri + "/health", timeout=5):
-            break
-    except OSError:
-        time.sleep(5)
-else:
-    sys.exit(f"MLflow is unreachable at {uri}")
-
-username, password = os.environ["READER_USERNAME"], os.environ["READER_PASSWORD"]
-try:
-    call("GET", "/api/2.0/mlflow/users/get?" + urllib.parse.urlencode({"username": username}))
-except urllib.error.HTTPError as error:
-    if error.code != 404:
-        raise
-    call("POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password})
-    print(f"created user {username}")
-else:
-    call("PATCH", "/api/2.0/mlflow/users/update-password", {"username": username, "password": password})
-    print(f"reset the password of user {username}")
-call("PATCH", "/api/2.0/mlflow/users/update-admin", {"username": username, "is_admin": False})
-"""
+READER_SCRIPT = scripts.text("mlflow_reader.py")
 
 
 @dataclass(frozen=True)
