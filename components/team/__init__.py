@@ -67,3 +67,30 @@ from mlplane.team.component import (
 from mlplane.team.program import (
     team_program,
 )
+
+__all__ = [
+    "ENVIRONMENT",
+    "GRAFANA_DASHBOARDS_CONFIGMAP",
+    "MEMBER_ROLE",
+    "MEMBER_RULES",
+    "MLFLOW_ROLE",
+    "MLFLOW_SCRIPT",
+    "MLFLOW_SECRET",
+    "PROMETHEUS_ACCOUNT",
+    "PROMETHEUS_ROLE",
+    "RUNNER_ACCOUNT",
+    "RUNNER_RULES",
+    "S3_REVOKE_SCRIPT",
+    "S3_SECRET",
+    "SCRAPE_PORT",
+    "TEAM_LABEL",
+    "TYPE",
+    "PlatformOutputs",
+    "provider_args",
+    "stack_reference_name",
+    "dashboard_file",
+    "team_dashboard",
+    "Team",
+    "TeamArgs",
+    "team_program",
+]
