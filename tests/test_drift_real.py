@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplane.services import drift, monitoring
+from mlplane.services import drift, monitoring, prometheus_config
 from mlplane.scripts import drift_check
 from mlplane.config import parse_platform
 
@@ -209,7 +209,7 @@ def test_logged_requests_drift_scores_exporter_and_alert(servers, scripts, tmp_p
                     "exp_labels": {"severity": "warning", "namespace": "mlplane-serving", "model": "shifted", "version": "v1"},
                     "exp_annotations": {
                         "summary": "Model shifted (v1) inputs drifted: 66.67% of features",
-                        "description": monitoring.drift_rules(config.monitoring.alerts)[0]["annotations"]["description"]
+                        "description": prometheus_config.drift_rules(config.monitoring.alerts)[0]["annotations"]["description"]
                         .replace("{{ $labels.namespace }}", "mlplane-serving").replace("{{ $labels.model }}", "shifted"),
                     },
                 }],

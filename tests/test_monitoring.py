@@ -15,12 +15,9 @@ from kubernetes_validate.utils import SchemaNotFoundError
 
 from mlplane.core import kube
 from mlplane.config import AlertsConfig, PrometheusConfig, parse_platform
-from mlplane.services.monitoring import (
-    CONFIG_FILE,
-    DATASOURCE_UID,
+from mlplane.services.monitoring import CONFIG_FILE, DATASOURCE_UID, Monitoring, MonitoringArgs
+from mlplane.services.prometheus_config import (
     RULES_FILE,
-    Monitoring,
-    MonitoringArgs,
     check_targets,
     dashboards,
     literal,
