@@ -124,7 +124,7 @@ def _objects(result) -> dict[tuple[str, str | None, str], dict]:
 
 
 def test_shipped_crds_are_the_modules_file(flagger_module):
-    shipped = (Path(progressive.__file__).parent / progressive.CRDS_RESOURCE).read_text().splitlines(keepends=True)
+    shipped = (Path(progressive.__file__).parents[1] / progressive.CRDS_RESOURCE).read_text().splitlines(keepends=True)
     assert all(line.startswith("#") for line in shipped[: progressive.CRDS_HEADER_LINES])
     assert "".join(shipped[progressive.CRDS_HEADER_LINES:]) == (flagger_module / "artifacts/flagger/crd.yaml").read_text()
     assert sorted(d["spec"]["names"]["kind"] for d in progressive.crd_documents()) == ["AlertProvider", "Canary", "MetricTemplate"]

@@ -133,7 +133,7 @@ CONTROLLER = "flagger"
 FLAGGER_UID = 10001
 #: Flagger's ``-port`` default: /healthz and /metrics (flagger_canary_status, flagger_canary_weight).
 FLAGGER_PORT = 8080
-CRDS_RESOURCE = "crds/flagger.yaml"
+CRDS_RESOURCE = "crds/flagger.yaml"  # relative to the mlplane package
 CRDS_HEADER_LINES = 3
 
 
