@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bootstrap-linters.sh - provide actionlint, the GitHub Actions workflow linter the CI-template
-# tests (tests/test_ci_templates.py) run on templates/ci/github/*.yml. It is built from its Go module
+# tests (tests/templates/test_ci_templates.py) run on templates/ci/github/*.yml. It is built from its Go module
 # github.com/rhysd/actionlint/cmd/actionlint through the Go module proxy (no prebuilt binary can be
 # downloaded here) and cached per version under $MLPLANE_CACHE/actionlint-<version>/ (a warm run
 # takes well under a second). zizmor, the other workflow linter, is a PyPI package in the test extras.

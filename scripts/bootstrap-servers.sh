@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bootstrap-servers.sh - build the real servers the `servers` tests run with mlplane's rendered
-# settings (tests/test_verify_servers.py): SeaweedFS `weed` and Prometheus 3, from their
+# settings (tests/servers/test_verify_servers.py): SeaweedFS `weed` and Prometheus 3, from their
 # Go modules through the Go module proxy (no prebuilt binary can be downloaded here), cached per
 # version under $MLPLANE_SERVERS_CACHE/<name>-<version>/ and niced (the machine is shared). A warm
 # run takes well under a second.

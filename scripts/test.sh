@@ -31,7 +31,7 @@ export MLPLANE_CHECKOV="$CHECKOV_VENV/bin/checkov"
 need_apt=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v promtool >/dev/null || need_apt+=(prometheus)
-# distribution 2.8 for tests/test_images.py (registry on loopback).
+# distribution 2.8 for tests/unit/cli/test_images.py (registry on loopback).
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]]; then

@@ -113,7 +113,7 @@ class Pin:
 
 
 #: Evidence for every pin above, keyed ``image:<key>``, ``chart:<key>``, ``kind-node:<minor>``
-#: and ``pypi:<package>``. ``tests/test_versions.py`` fails when a pin has no record or the
+#: and ``pypi:<package>``. ``tests/unit/config/test_versions.py`` fails when a pin has no record or the
 #: record names another version. Go module proxy listings: ``go list -m -json MODULE@VERSION``
 #: (its ``Time`` is the tag's date). Upstream tags that could not be matched to a release seen
 #: (postgres 18.7, seaweedfs 4.48, prometheus v3.15.0 kept, grafana 13.2.3, Envoy Gateway v1.9.3,

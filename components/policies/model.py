@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal, Mapping
 
 #: The label marking a team's objects: the value of ``kube.TEAM_LABEL``, repeated rather than imported
 #: because ``mlplane.core.kube`` loads the Pulumi SDK, which `mlplane validate` never needs
-#: (tests/test_fast_paths.py pins that the two agree).
+#: (tests/unit/cli/test_fast_paths.py pins that the two agree).
 TEAM_LABEL = "mlplane.dev/team"
 
 Enforcement = Literal["mandatory", "advisory"]

@@ -21,7 +21,7 @@ GA since Kubernetes 1.30, in every version mlplane supports; no webhook to run o
 Each policy has a binding (``validationActions: [Deny]``) selecting namespaces by labels members
 cannot change (namespaces are cluster-scoped; no team role touches them): :data:`kube.TEAM_LABEL`
 on the work and serving namespaces, :data:`RUNNERS_LABEL` on the runner namespace. The proof is
-``tests/test_runner_isolation.py`` (a real kube-apiserver denies the dry-run creates).
+``tests/unit/services/test_runner_isolation.py`` (a real kube-apiserver denies the dry-run creates).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ rolls back after ``failed_checks`` failed checks. Flagger creates the Services `
 ``<model>-primary``, ``<model>-canary`` and the HTTPRoute ``<model>`` itself, so in this mode
 Serving creates neither. Types: flagger ``pkg/apis/flagger/v1beta1`` (canary.go,
 metric_template.go); validated against ``artifacts/flagger/crd.yaml`` of the same module in
-tests/test_progressive.py.
+tests/unit/services/test_progressive.py.
 
 The controller (:class:`Flagger`, installed by Serving when ``serving.progressive.enabled`` and
 models are served) runs in ``<platform>-flagger`` and watches only the serving namespace

@@ -250,7 +250,7 @@ def security_policy_spec(config: ServingConfig, route: str) -> dict[str, Any] | 
     removed before the request reaches the model (``sanitize``); 'jwt': a bearer token verified
     with the issuer's remote JWKS. Types: envoyproxy/gateway v1.9.1 ``api/v1alpha1``
     (securitypolicy_types.go, api_key_auth_types.go, jwt_types.go); validated against the CRD
-    schema in tests/test_gateway_security.py.
+    schema in tests/unit/services/test_gateway_security.py.
     """
     auth = config.auth
     target = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route}]}

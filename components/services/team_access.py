@@ -25,7 +25,7 @@ component per team:
 Once for all teams, :func:`mlplane.services.admission.team_policies`: the ValidatingAdmissionPolicies that
 limit the service accounts of pods in team namespaces and refuse service-account-token Secrets.
 No ClusterRole and no ClusterRoleBinding is created for a team. The proof is
-``tests/test_team_identity.py`` (access reviews against a real kube-apiserver).
+``tests/unit/team/test_team_identity.py`` (access reviews against a real kube-apiserver).
 """
 
 from __future__ import annotations

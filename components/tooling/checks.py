@@ -35,7 +35,7 @@ CHECKOV_CHECKS = (
 )
 
 #: API groups of custom resources: no published schema in kubernetes-validate (Flagger's are
-#: validated against its CRDs in tests/test_progressive.py).
+#: validated against its CRDs in tests/unit/services/test_progressive.py).
 CUSTOM_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/", "flagger.app/")
 
 

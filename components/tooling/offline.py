@@ -5,7 +5,7 @@ stand-ins for secret config values. A team stack renders its platform stack offl
 platform's outputs (generated secrets as stand-ins) answer the team's StackReference.
 
 The stack programs (and with them the Pulumi SDK) are imported when a run starts, not with this
-module: `mlplane --help` stays fast (tests/test_fast_paths.py).
+module: `mlplane --help` stays fast (tests/unit/cli/test_fast_paths.py).
 """
 
 from __future__ import annotations
