@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bootstrap-apiserver.sh - provide a real Kubernetes API server for the e2e test
-# tests/test_e2e_apiserver.py: `kube-apiserver` and `etcd`, built from their Go modules through the
+# tests/e2e/test_e2e_apiserver.py: `kube-apiserver` and `etcd`, built from their Go modules through the
 # Go module proxy (no prebuilt binary can be downloaded here), cached per version under
 # $MLPLANE_ENGINE_CACHE/kube-apiserver-<version>/ and etcd-<version>/ and linked into the same bin
 # dir as scripts/bootstrap-engine.sh (a warm run takes well under a second).

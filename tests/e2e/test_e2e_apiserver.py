@@ -8,7 +8,7 @@ Deployment's template is checked, but the Deployment is not rejected), so the te
 any "would violate PodSecurity" warning and dry-run creates a Pod from every pod template, which
 Pod Security *enforces*.
 
-Run with `pytest -m e2e tests/test_e2e_apiserver.py` after `scripts/bootstrap-apiserver.sh`
+Run with `pytest -m e2e tests/e2e/test_e2e_apiserver.py` after `scripts/bootstrap-apiserver.sh`
 (binaries on PATH, or in its --print-bin-dir). Objects of custom resources whose CRDs are not
 installed here (Gateway API, Envoy Gateway) are skipped.
 """
