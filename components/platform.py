@@ -10,12 +10,12 @@ import pulumi_kubernetes as k8s
 
 from mlplane.services import drift
 from mlplane.core import kube
-from mlplane.services.ci_runners import CiRunners, CiRunnersArgs
+from mlplane.services.ci_runners import KUBERNETES_MODES, S3_SECRET, CiRunners, CiRunnersArgs
 from mlplane.targets.local.cluster import Cluster, ClusterArgs
 from mlplane.config import PlatformConfig
 from mlplane.backing.database import Database, DatabaseArgs
 from mlplane.services.monitoring import Monitoring, MonitoringArgs, prometheus_internal_url
-from mlplane.backing.object_storage import ObjectStorage, ObjectStorageArgs
+from mlplane.backing.object_storage import S3_PORT, SERVICE as S3_SERVICE, ObjectStorage, ObjectStorageArgs
 from mlplane.targets.local.registry import PUSH_SECRET_NAME, Registry, RegistryArgs, registry_egress
 from mlplane.services.routing import Routing, RoutingArgs
 from mlplane.services.serving import Serving, ServingArgs
@@ -100,6 +100,7 @@ class Platform(pulumi.ComponentResource):
             within,
         )
         client = self.tracking.client_credentials()
+        s3_credentials = self._runner_datasets(name, platform)
         self.runners = CiRunners(
             f"{name}-runners",
             CiRunnersArgs(
@@ -115,6 +116,15 @@ class Platform(pulumi.ComponentResource):
                 tracking_uri=self.tracking.internal_url,
                 tracking_username=client.username,
                 tracking_password=client.password,
+                # The datasets identity (ci_runners.datasets_access) for job pods, and the
+                # runner namespace's egress to SeaweedFS's S3 port only.
+                s3_credentials=s3_credentials,
+                s3_secret=S3_SECRET if s3_credentials is not None else None,
+                s3_egress=(
+                    {"to": [kube.pods_peer(f"{platform.name}-storage", platform.selector("storage", S3_SERVICE))],
+                     "ports": kube.tcp(S3_PORT)}
+                    if s3_credentials is not None else None
+                ),
             ),
             within,
         )
@@ -164,6 +174,23 @@ class Platform(pulumi.ComponentResource):
         self.kubeconfig = self.cluster.kubeconfig
         self.team_kubeconfigs = self._team_access(name, args.teams, platform)
         self.register_outputs({"urls": self.urls, "kubeconfig": self.kubeconfig})
+
+    def _runner_datasets(self, name: str, platform: kube.Platform) -> dict[str, pulumi.Input[str]] | None:
+        """The S3_ENV values of the runners' datasets identity, or None: runners off, a mode
+        without job pods ('dind'), an external store, or ``datasets_access: none``."""
+        runners = self.config.ci_runners
+        if not runners.enabled or runners.container_mode not in KUBERNETES_MODES:
+            return None
+        keys = self.storage.runners_identity(f"{name}-storage", runners.datasets_access)
+        if keys is None:
+            return None
+        return {
+            "AWS_ACCESS_KEY_ID": keys[0],
+            "AWS_SECRET_ACCESS_KEY": keys[1],
+            "AWS_ENDPOINT_URL_S3": self.storage.endpoint,
+            "AWS_DEFAULT_REGION": self.storage.region,
+            "MLPLANE_BUCKET": self.storage.datasets_bucket,
+        }
 
     def _team_access(
         self, name: str, teams: Sequence[TeamGrant], platform: kube.Platform

@@ -24,6 +24,7 @@ from mlplane.config.keys import (
     TEAM_CONFIG_KEY,
     TEAM_SHORT_KEY,
 )
+from mlplane.backing import registry_auth
 from mlplane.platform import Platform, PlatformArgs
 from mlplane.config.stack_files import InputError, project_dir, read_stack_config
 from mlplane.services.team_access import TeamGrant
@@ -91,6 +92,14 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     pulumi.export("s3AccessKeyId", platform.storage.admin_access_key_id)
     pulumi.export("s3SecretAccessKey", platform.storage.admin_secret_access_key)
     pulumi.export("registryPushUrl", platform.registry.push_url)
+    if platform.registry.auth_secret is not None:
+        # The bundled registry's platform identity (push and pull everything, never delete):
+        # `docker login`, CI pushes from outside the cluster and `mlplane verify` use it.
+        pulumi.export("registryUsername", registry_auth.PLATFORM_IDENTITY)
+        pulumi.export(
+            "registryPassword",
+            pulumi.Output.secret(platform.registry.auth_secret.apply(lambda s: registry_auth.password(s, registry_auth.PLATFORM_IDENTITY))),
+        )
     if platform.serving.api_key is not None:
         # Requests to the models carry it in the x-api-key header (serving.auth.mode 'api-key').
         pulumi.export("modelApiKey", platform.serving.api_key)

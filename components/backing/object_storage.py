@@ -45,8 +45,14 @@ ADMIN_CLIENT_LABEL = "mlplane.dev/seaweedfs-admin"
 BUCKET_ACTIONS: tuple[str, ...] = ("Read", "Write", "List", "Tagging")
 #: The identity MLflow's tracking server uses, limited to the artifacts bucket.
 MLFLOW_IDENTITY = "mlflow"
+#: The identity the platform's CI job pods use, limited to the datasets bucket
+#: (ci_runners.datasets_access).
+RUNNERS_IDENTITY = "ci-runners"
+#: What ``ci_runners.datasets_access`` grants that identity. 'read-only' is what `dvc pull`
+#: needs: it fetches objects by key and lists the remote's cache directory.
+DATASETS_ACTIONS: dict[str, tuple[str, ...]] = {"read-only": ("Read", "List"), "read-write": BUCKET_ACTIONS}
 #: Identity names a team may not take: the platform's own, and SeaweedFS's special ones.
-RESERVED_IDENTITIES = frozenset({MLFLOW_IDENTITY, "admin", "anonymous"})
+RESERVED_IDENTITIES = frozenset({MLFLOW_IDENTITY, RUNNERS_IDENTITY, "admin", "anonymous"})
 #: SeaweedFS ignores the region; clients still send one.
 BUNDLED_REGION = "us-east-1"
 #: Pod annotation carrying :func:`content_digest` of the Secrets a pod reads at start.
@@ -263,6 +269,7 @@ class ObjectStorage(pulumi.ComponentResource):
         buckets = args.config.buckets
         self.artifacts_bucket = pulumi.Output.from_input(buckets.artifacts)
         self.datasets_bucket = pulumi.Output.from_input(buckets.datasets)
+        self._datasets = buckets.datasets
         self.models_bucket = pulumi.Output.from_input(buckets.models)
         if args.config.mode == "external":
             self._external(args)
@@ -361,6 +368,33 @@ class ObjectStorage(pulumi.ComponentResource):
             kube.ScrapeTarget(job="seaweedfs", namespace=ns_name, selector=selector, port="metrics")
         ]
         self.uis = [kube.Ui(key="s3", title="S3 endpoint (SeaweedFS)", url=args.gateway.url("s3"))]
+
+    def runners_identity(
+        self, name: str, access: str
+    ) -> tuple[pulumi.Output[str], pulumi.Output[str]] | None:
+        """The CI job pods' identity (RUNNERS_IDENTITY), limited to the datasets bucket with
+        DATASETS_ACTIONS[access]: its generated keys and a grant Job (children of this component).
+
+        None when the store is external (mlplane creates no keys there) or ``access`` is 'none'.
+        """
+        if self.grant_target is None or access == "none":
+            return None
+        key_id, secret = self._keys(name, RUNNERS_IDENTITY)
+        _grant_job(
+            f"{name}-{RUNNERS_IDENTITY}",
+            BucketGrant(
+                identity=RUNNERS_IDENTITY,
+                buckets=(self._datasets,),
+                access_key_id=key_id,
+                secret_access_key=secret,
+                actions=DATASETS_ACTIONS[access],
+            ),
+            self.grant_target,
+            # After the platform's own grant (which creates the datasets bucket): two grant Jobs
+            # must not rewrite the identity configuration at the same time.
+            pulumi.ResourceOptions(parent=self, depends_on=self.ready),
+        )
+        return key_id, pulumi.Output.secret(secret)
 
     def _keys(self, name: str, identity: str) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         """A generated access key id (20 characters, like AWS's) and secret key (40)."""

@@ -152,6 +152,18 @@ class CiRunnersConfig(_Model):
             "PersistentVolumeClaim from the default StorageClass, shared with the job pod)."
         ),
     )
+    datasets_access: Literal["read-only", "read-write", "none"] = Field(
+        default="read-only",
+        description=(
+            "What job pods (the 'kubernetes' modes) may do in the datasets bucket of a bundled "
+            "object store: an S3 identity limited to that bucket, given to them as AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION and MLPLANE_BUCKET, and "
+            "egress to the S3 port. 'read-only' (Read, List) is enough for `dvc pull`; 'read-write' "
+            "lets every job on these runners also write and delete there (`dvc push`, and the "
+            "inference logs the drift check reads); 'none': no identity, no S3 egress. No effect "
+            "with external object storage (mlplane cannot create scoped keys there)."
+        ),
+    )
 
     @property
     def enabled(self) -> bool:

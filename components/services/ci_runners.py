@@ -7,7 +7,7 @@ Off unless ``ci_runners.github_config_url`` and credentials are set; then jobs t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -60,6 +60,10 @@ KUBERNETES_MODES = ("kubernetes", "kubernetes-novolume")
 DOCKER_CONFIG_DIR = "/mlplane/docker"
 DOCKER_CONFIG_VOLUME = "docker-config"
 REGISTRY_PUSH_VOLUME = "registry-push"
+#: The Secret in the job pods' namespace with their S3 identity, one key per env var (the same
+#: name and keys as a team's S3 Secret in its work namespace, mlplane.team.S3_SECRET).
+S3_SECRET = "s3-credentials"
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "MLPLANE_BUCKET")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,15 @@ class CiRunnersArgs:
     #: (``ACTIONS_RUNNER_KUBERNETES_NAMESPACE``), when not the runners' own. Team runners use it:
     #: runners stay next to the GitHub credential, jobs run in the team's work namespace.
     job_namespace: str | None = None
+    #: The job pods' S3 identity, keyed by S3_ENV (the platform's datasets identity): CiRunners
+    #: writes it to the Secret S3_SECRET in the runner namespace. None: no Secret is created.
+    s3_credentials: Mapping[str, pulumi.Input[str]] | None = None
+    #: The name of a Secret with the S3_ENV keys in the job pods' namespace, exposed to them as
+    #: env vars ('kubernetes' modes): S3_SECRET with ``s3_credentials``, or a team's S3 Secret.
+    s3_secret: str | None = None
+    #: The egress rule from the runner namespace to that S3 endpoint (the bundled SeaweedFS's
+    #: S3 port). None: an external endpoint over HTTPS is covered by the 443 rule.
+    s3_egress: dict[str, Any] | None = None
 
 
 def how_to_enable(config: CiRunnersConfig) -> str:
@@ -147,7 +160,7 @@ def job_pod_template(args: CiRunnersArgs) -> dict[str, Any]:
     """
     job: dict[str, Any] = {
         "name": "$job",
-        "env": _env(args) + registry_env(args),
+        "env": _env(args) + registry_env(args) + s3_env(args),
         "resources": kube.resources(args.config.job_resources),
         "securityContext": kube.container_security(read_only_root=False),
     }
@@ -173,6 +186,14 @@ def registry_env(args: CiRunnersArgs) -> list[dict[str, Any]]:
         {"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR},
         {"name": "REGISTRY_AUTH_FILE", "value": f"{DOCKER_CONFIG_DIR}/config.json"},
     ]
+
+
+def s3_env(args: CiRunnersArgs) -> list[dict[str, Any]]:
+    """The job pods' S3 identity, one env var per key of ``s3_secret`` (botocore, boto3, DVC and
+    the AWS CLI read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3)."""
+    if args.s3_secret is None:
+        return []
+    return [kube.secret_env(key, args.s3_secret, key) for key in S3_ENV]
 
 
 def registry_mounts() -> list[dict[str, Any]]:
@@ -400,9 +421,10 @@ def egress_rules(args: CiRunnersArgs, role: str) -> list[dict[str, Any]]:
     GitHub (github.com, api.github.com, the Actions service, action and package downloads) has
     no fixed addresses a policy could name: HTTPS (443) to any address but the cloud metadata
     endpoint. The API server: the controller and listener always, runners in the 'kubernetes*'
-    modes (the container hooks create job pods). Runners and jobs also reach MLflow, and the
+    modes (the container hooks create job pods). Runners and jobs also reach MLflow, the
     bundled registry (``registry_egress``: its containers' network on the registry and token
-    ports only, not a pod).
+    ports only, not a pod) and, with a datasets identity, the bundled SeaweedFS's S3 port
+    (``s3_egress``; not its master, filer or volume ports).
     """
     rules = [kube.internet_egress(443)]
     if role == "controller" or args.config.container_mode in KUBERNETES_MODES:
@@ -415,6 +437,8 @@ def egress_rules(args: CiRunnersArgs, role: str) -> list[dict[str, Any]]:
         )
         if args.registry_egress is not None:
             rules.append(args.registry_egress)
+        if args.s3_egress is not None:
+            rules.append(args.s3_egress)
     return rules
 
 
@@ -547,7 +571,7 @@ class CiRunners(pulumi.ComponentResource):
     def _runner_inputs(
         self, name: str, args: CiRunnersArgs, runner_ns: k8s.core.v1.Namespace
     ) -> list[pulumi.Resource]:
-        """What the scale set refers to: GitHub and MLflow credentials, the job pod template."""
+        """What the scale set refers to: GitHub, MLflow and S3 credentials, the job pod template."""
         namespace = runner_ns.metadata.name
         labels = args.platform.labels("ci", "runners")
         inputs: list[pulumi.Resource] = [
@@ -569,6 +593,21 @@ class CiRunners(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             ),
         ]
+        if args.s3_credentials is not None:
+            if sorted(args.s3_credentials) != sorted(S3_ENV):
+                raise ValueError(f"s3_credentials needs exactly the keys {', '.join(S3_ENV)}")
+            inputs.append(
+                k8s.core.v1.Secret(
+                    f"{name}-s3",
+                    metadata={"name": S3_SECRET, "namespace": namespace, "labels": labels},
+                    type="Opaque",
+                    string_data={
+                        key: pulumi.Output.secret(value) if key == "AWS_SECRET_ACCESS_KEY" else value
+                        for key, value in args.s3_credentials.items()
+                    },
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            )
         if args.config.container_mode in KUBERNETES_MODES:
             template = pulumi.Output.from_input(job_pod_template(args))
             inputs.append(

@@ -10,7 +10,7 @@ from mlplane.config import CiRunnersConfig
 from mlplane.core import kube
 from mlplane.services import ci_runners, routing, serving, team_access
 from mlplane.targets.local.registry import PULL_SECRET_NAME, PUSH_SECRET_NAME
-from mlplane.team.names import RUNNER_ACCOUNT, RUNNER_RULES
+from mlplane.team.names import RUNNER_ACCOUNT, RUNNER_RULES, S3_SECRET
 
 
 class Workloads:
@@ -97,6 +97,9 @@ class Workloads:
             # repositories) in the work namespace (Registry.team_credentials).
             registry_push_secret=PUSH_SECRET_NAME if bundled else None,
             job_namespace=self.work.name,
+            # The team's own S3 identity (its bucket only; _object_storage), already in the work
+            # namespace, which the work namespace's egress policy lets reach the S3 port.
+            s3_secret=S3_SECRET if cfg.uses("object_storage") else None,
             tracking_uri=out.tracking_uri,
             tracking_username=cfg.identity,
             tracking_password=self.mlflow_password or pulumi.Output.secret(""),

@@ -34,8 +34,11 @@ from conftest import Root, fake_secret
 
 pytestmark = pytest.mark.servers
 
-PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
+# Prometheus 3 of the pinned release when scripts/bootstrap-servers.sh built it (with Kubernetes
+# discovery), else Debian's 2.42 from PATH.
+_SERVERS_BIN = Path.home() / ".cache/mlplane/servers/bin"
+PROMTOOL = str(_SERVERS_BIN / "promtool") if (_SERVERS_BIN / "promtool").exists() else shutil.which("promtool")
+PROMETHEUS = str(_SERVERS_BIN / "prometheus") if (_SERVERS_BIN / "prometheus").exists() else shutil.which("prometheus")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not on PATH (Debian package 'prometheus' provides it)"
 )

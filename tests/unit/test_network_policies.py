@@ -259,6 +259,8 @@ REQUIRED = [
     ("job-pod", GITHUB, 443),
     ("job-pod", "mlflow", 5000),
     ("job-pod", REGISTRY, 5000),
+    # `dvc pull` from the datasets bucket (ci_runners.datasets_access, on by default).
+    ("job-pod", "seaweedfs", 8333),
     ("metrics-server", API_SERVER, 6443),
     ("metrics-server", KUBELET, 10250),
 ]
@@ -299,7 +301,13 @@ DENIED = [
     ("runner", "postgres", 5432),
     ("runner", "seaweedfs", 9333),
     ("job-pod", METADATA, 80),
+    # SeaweedFS's master, filer and volume ports have no authentication: grant Jobs only.
     ("job-pod", "seaweedfs", 8888),
+    ("job-pod", "seaweedfs", 18888),
+    ("job-pod", "seaweedfs", 9333),
+    ("job-pod", "seaweedfs", 19333),
+    ("job-pod", "seaweedfs", 9340),
+    ("job-pod", "seaweedfs", 9327),
     ("job-pod", "postgres", 5432),
     ("arc-controller", METADATA, 443),
     ("arc-controller", "mlflow", 5000),

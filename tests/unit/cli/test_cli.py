@@ -153,7 +153,8 @@ def test_offline_commands_read_no_kubeconfig_for_an_existing_cluster(tmp_path):
     config = write(
         tmp_path,
         "cluster: {mode: existing, existing: {kubeconfig: /nonexistent/kubeconfig, context: prod}}\n"
-        "registry: {mode: external, external: {url: ghcr.io/acme}}\n",
+        "registry: {mode: external, external: {url: ghcr.io/acme}}\n"
+        "routing: {tls: {plain_http: true}}\n",
     )
     result = mlplane("render", "--config", str(config), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr

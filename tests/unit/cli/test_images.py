@@ -238,6 +238,7 @@ def project(tmp: Path, port: int, extra_images: dict | None = None) -> Path:
     platform = {
         "cluster": {"mode": "existing", "existing": {"context": "test"}},
         "registry": {"mode": "external", "external": {"url": "registry.corp.example"}},
+        "routing": {"tls": {"plain_http": True}},  # the TLS requirement is tested in test_gateway_security.py
         "images": {"registry_mirror": f"127.0.0.1:{port}/hub", "chart_mirror": f"127.0.0.1:{port}/charts", **(extra_images or {})},
         "lifecycle": {"throwaway": True},
     }

@@ -316,6 +316,7 @@ def existing(path: str, context: str = "prod") -> dict:
     return {
         "cluster": {"mode": "existing", "existing": {"kubeconfig": path, "context": context}},
         "registry": EXTERNAL_REGISTRY,
+        "routing": {"tls": {"plain_http": True}},  # the TLS requirement is tested in test_gateway_security.py
     }
 
 

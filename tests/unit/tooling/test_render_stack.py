@@ -184,8 +184,15 @@ def test_secret_inputs_are_masked_in_resources_json(extended):
 
 def test_secret_stack_outputs_are_masked(local):
     result, _ = local
-    for key in ("mlflowAdminPassword", "grafanaAdminPassword", "s3SecretAccessKey", "kubeconfig"):
+    for key in ("mlflowAdminPassword", "grafanaAdminPassword", "s3SecretAccessKey", "kubeconfig", "registryPassword"):
         assert result.outputs[key] == SECRET_MASK, key
+
+
+def test_the_bundled_registrys_platform_credentials_are_stack_outputs(local):
+    """`docker login` and `mlplane verify` push with them; the password is a secret output."""
+    result, _ = local
+    assert result.outputs["registryUsername"] == "platform"
+    assert result.outputs["registryPassword"] == SECRET_MASK
 
 
 def test_stateful_resources_follow_the_lifecycle_setting(local, extended):
