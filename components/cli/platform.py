@@ -167,6 +167,7 @@ def plan_cmd(
     config: ConfigOpt = None,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the report to this file (default: stdout).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write JSON instead of Markdown.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even when it is not an earlier mlplane plan report.")] = False,
 ) -> None:
     """Offline plan for a pull request: render, strict schemas, policies, footprint, as a Markdown report.
 
@@ -176,6 +177,11 @@ def plan_cmd(
     """
     from mlplane.tooling import plan as plan_mod
 
+    if out_file is not None and not force:
+        # Checked before the slow render: a file that is not an earlier report is the user's.
+        problem = plan_mod.foreign_file(out_file)
+        if problem:
+            raise InputError(problem)
     result = plan_mod.build(stack, config)
     text = writing_to(out_file, lambda: plan_mod.write(result, out_file, as_json))
     if out_file is None:

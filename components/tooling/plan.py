@@ -14,6 +14,7 @@ invalid input (raised before anything is rendered or written).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,12 +220,53 @@ def check(stack: str, source_label: str, capture: Capture, view: policies.Stack,
     )
 
 
+#: Keys every JSON report has: a file holding them is an earlier report, which may be replaced.
+_JSON_REPORT_KEYS = frozenset({"stack", "source", "result", "exit_code", "policies", "footprint"})
+
+
+def foreign_file(out: Path) -> str | None:
+    """Why ``--out`` may not be written (it holds something that is not an earlier report), or None.
+
+    ``plan --out`` replaces only a report it wrote before (Markdown starting with the report's
+    marker, or a JSON report); anything else is the user's and is never overwritten.
+    """
+    if not out.exists() and not out.is_symlink():
+        return None
+    if out.is_symlink() or not out.is_file():
+        return f"--out: {out} exists and is not a regular file; give a new file name"
+    try:
+        text = out.read_text()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if text.startswith(MARKER.split("{", 1)[0]):
+        return None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict) and _JSON_REPORT_KEYS <= document.keys():
+        return None
+    return (
+        f"--out: {out} exists and is not an mlplane plan report; it is left as it is "
+        "(give another file, or --force to replace it)"
+    )
+
+
 def write(plan: Plan, out: Path | None, as_json: bool) -> str:
-    """The report (Markdown or JSON), written to ``out`` when given; returns the text."""
+    """The report (Markdown or JSON), written to ``out`` when given; returns the text.
+
+    The file is replaced atomically (a temporary file beside it, then a rename): an interrupted
+    write leaves the earlier report, never half of one.
+    """
     text = json.dumps(plan.as_json(), indent=2) + "\n" if as_json else plan.markdown()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        staged = out.with_name(f".{out.name}.mlplane-tmp")
+        try:
+            staged.write_text(text)
+            os.replace(staged, out)
+        finally:
+            staged.unlink(missing_ok=True)
     return text
 
 

@@ -252,6 +252,8 @@ def check_artifact_in_bucket(run: Run) -> str:
     if run.run_id is None:
         raise CheckFailed("the artifact", "no run was logged (see the row above)")
     client = s3_client(t.s3_endpoint, *t.s3_credentials, t.s3_region, run.timeout)
+    if t.kind == "team" and t.bucket:
+        return _team_bucket_probe(run, client, t.bucket)
     suffix = f"{run.run_id}/artifacts/{ARTIFACT_NAME}"
     buckets = [t.bucket] if t.bucket else None
     try:
@@ -270,6 +272,27 @@ def check_artifact_in_bucket(run: Run) -> str:
     except Exception as error:  # botocore's errors, explained
         raise CheckFailed("reading the bucket", s3_cause(error, t.s3_endpoint, t.bucket, run.timeout)) from None
     raise CheckFailed("the artifact in the bucket", f"not found in {', '.join(buckets) or 'any bucket'}: MLflow stores artifacts elsewhere")
+
+
+def _team_bucket_probe(run: Run, client: Any, bucket: str) -> str:
+    """A team's row: MLflow's proxy keeps every workspace's artifacts in the platform's artifact
+    store (``workspaces/<workspace>/...``), which the team's storage identity may not read; the
+    team's own bucket is proven by writing, reading back and deleting a probe object in it."""
+    key = f"{run.name}.txt"
+    body = f"{run.name}\n".encode()
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+        try:
+            if client.get_object(Bucket=bucket, Key=key)["Body"].read() != body:
+                raise CheckFailed(f"s3://{bucket}/{key} read back", "differs from what was written")
+        finally:
+            client.delete_object(Bucket=bucket, Key=key)
+    except CheckFailed:
+        raise
+    except Exception as error:  # botocore's errors, explained
+        raise CheckFailed(f"writing s3://{bucket}/{key}", s3_cause(error, run.target.s3_endpoint, bucket, run.timeout)) from None
+    return (f"s3://{bucket}/{key} written, read back and deleted with the team's storage credentials; the run's "
+            f"artifact is in the platform's artifact store (read back through MLflow above)")
 
 
 def check_model_registry(run: Run) -> str:

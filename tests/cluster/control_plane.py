@@ -165,8 +165,8 @@ class ControlPlane:
     def _start(self, name: str, args: list[str]) -> None:
         log_path = self.base / f"{name}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([self.binaries[name], *args], stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            # Same process group as the tests: a killed test run takes the control plane with it.
+            proc = subprocess.Popen([self.binaries[name], *args], stdout=log, stderr=subprocess.STDOUT)
         self.procs.append((proc, log_path))
 
     def check_alive(self) -> None:

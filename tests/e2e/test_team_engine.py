@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from test_e2e_platform import stand_in_plugins
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +79,9 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "PULUMI_CONFIG_PASSPHRASE": "e2e",
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # A team stack registers a random owner id (mlplane.dev/owner): the stand-in random
+        # provider where the real plugin cannot be built (docs/e2e.md).
+        "PATH": f"{stand_in_plugins(tmp_path)}{os.pathsep}{os.environ['PATH']}",
     }
     (project / ".state").mkdir()
     stand_in = tmp_path / "stand-in"

@@ -11,6 +11,9 @@ One offline render of a platform with one served model; from it, on 127.0.0.1 wi
   models serve` with the serving Deployment's arguments and environment;
 - Prometheus 3 (scripts/bootstrap-servers.sh) with the rendered prometheus.yml and rules, its
   Kubernetes discovery replaced by static targets (no cluster here);
+- a team stack (start_team): team `fraud` rendered offline against the same config (MLflow runs
+  with workspaces), its MLflow and S3 grant Jobs run as rendered, then verified with its outputs
+  and the platform's (no team model server: see docs/verify.md);
 - stand-ins, said plainly: a small Python proxy in front of the model plays Envoy's part (counts
   requests per route cluster and serves them as `envoy_cluster_upstream_rq_total` on
   /stats/prometheus; Envoy cannot be built here), and a fake Grafana answering Grafana's documented
@@ -46,6 +49,7 @@ from mlplane.services.monitoring import CONFIG_FILE, RULES_FILE
 from mlplane.tooling.render import capture
 from mlplane.services.tracking import AUTH_CONFIG_DIR, METRICS_DIR
 
+from test_team import render as render_team, team_raw
 from test_tracking_server_real import (
     Rendered, Servers, _Postgres, _free_port, _missing_modules, _postgres_bin, _stop, _wait_http,
 )
@@ -64,7 +68,11 @@ DATABASE_HOST = "postgres.mlplane-database.svc.cluster.local:5432"
 CONFIG = {
     "serving": {"models": [{"name": MODEL, "registered_model": "iris-classifier", "alias": "champion"}]},
     "monitoring": {"prometheus": {"scrape_interval": "2s"}},
+    # A team stack is verified too (its own MLflow workspace): the server runs --enable-workspaces.
+    "tracking": {"workspaces": True},
 }
+#: The team stack verified against the same services (tests/unit/team/test_team.py's minimal team).
+TEAM = "fraud"
 
 
 def _pair_port() -> int:
@@ -94,6 +102,8 @@ class Stack:
     servers: Servers
     ports: dict[str, int]
     outputs: dict[str, Any]
+    #: The team stack's outputs with its real credentials (start_team).
+    team_outputs: dict[str, Any] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     threads: list[http.server.ThreadingHTTPServer] = field(default_factory=list)
 
@@ -334,6 +344,54 @@ def start_prometheus(state: Servers, ports: dict[str, int], cluster: str) -> sub
     return process
 
 
+def start_team(state: Servers, token_secret: str) -> dict[str, Any]:
+    """Render team TEAM offline against this platform's config and run its two setup Jobs as
+    rendered: the MLflow grant (workspace, account, role) and the S3 grant (bucket, scoped
+    identity). Secret references resolve to the team's rendered Secrets, or the platform's for the
+    platform's own (mlflow-admin). Returns the team's outputs with the credentials the Jobs used."""
+    result = render_team(team_raw(TEAM), CONFIG)
+    found = result.manifests()
+    secrets = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["stringData"] for m in found if m["kind"] == "Secret"}
+
+    def job_env(job: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = state.base_env()
+        for item in container["env"]:
+            if "valueFrom" in item:
+                ref = item["valueFrom"]["secretKeyRef"]
+                own = secrets.get((job["metadata"]["namespace"], ref["name"]))
+                value = own[ref["key"]] if own is not None else state.rendered.secret(ref["name"])[ref["key"]]
+            else:
+                value = str(item["value"])
+            env[item["name"]] = state.substitute(value)
+        return container["command"], env
+
+    jobs = {m["metadata"]["namespace"]: m for m in found if m["kind"] == "Job"}
+    assert set(jobs) == {"mlplane-tracking", "mlplane-storage"}, sorted(jobs)
+    command, mlflow_env = job_env(jobs["mlplane-tracking"])
+    assert command[:2] == ["python", "-c"]
+    home = state.work / "home-team"
+    home.mkdir()
+    done = subprocess.run([sys.executable, "-c", command[2]], env={**mlflow_env, "HOME": str(home)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    command, s3_env = job_env(jobs["mlplane-storage"])
+    s3_env["PATH"] = f"{SERVERS_BIN}:{s3_env['PATH']}"
+    done = subprocess.run(command, env=s3_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outputs = {k: v for k, v in result.outputs.items() if v != "[secret]"}
+    # Its model (team.modelUrls) is not served here: no team model server is started.
+    outputs["team"] = {**outputs["team"], "modelUrls": {}}
+    identity = registry_auth.push_identity(TEAM)
+    return {
+        **outputs,
+        "mlflowPassword": mlflow_env["TEAM_PASSWORD"],
+        "s3AccessKeyId": s3_env["S3_ACCESS_KEY_ID"], "s3SecretAccessKey": s3_env["S3_SECRET_ACCESS_KEY"],
+        # A team stack does not export its registry credentials: fed like the platform's.
+        "registryUsername": identity, "registryPassword": registry_auth.password(token_secret, identity),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # The fixture
 # --------------------------------------------------------------------------------------------
@@ -407,6 +465,7 @@ def stack() -> Iterator[Stack]:
             "registryUsername": registry_auth.PLATFORM_IDENTITY,
             "registryPassword": registry_auth.password(token_secret, registry_auth.PLATFORM_IDENTITY),
         }
+        running.team_outputs = start_team(state, token_secret)
         _wait_targets_up(running.url("prometheus"))
         yield running
     finally:
@@ -435,12 +494,16 @@ def _wait_targets_up(prometheus: str, timeout: float = 60) -> None:
         time.sleep(1)
 
 
-def mlplane(*args: str, outputs: dict | None = None, tmp: Path) -> tuple[int, Any, str]:
+def mlplane(*args: str, outputs: dict | None = None, tmp: Path, platform: dict | None = None) -> tuple[int, Any, str]:
     argv = [str(Path(sys.executable).parent / "mlplane"), "verify", "--json", "--timeout", "20", "--metric-wait", "30", *args]
     if outputs is not None:
         path = tmp / "outputs.json"
         path.write_text(json.dumps(outputs))
         argv += ["--outputs", str(path)]
+    if platform is not None:  # a team's outputs with its platform's
+        path = tmp / "platform-outputs.json"
+        path.write_text(json.dumps(platform))
+        argv += ["--platform-outputs", str(path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else None
@@ -556,6 +619,70 @@ def test_a_registry_refusing_the_push_and_a_stopped_registry_are_named(stack, tm
     code, report, _ = mlplane(outputs=outputs, tmp=tmp_path)
     push = rows(report)["image registry push"]
     assert code == 1 and "connection refused" in push["cause"] and "down" in push["cause"], push
+
+
+def _experiments(stack: Stack, workspace: str, name: str) -> list[dict]:
+    """Experiments called ``name`` in ``workspace`` (deleted ones too), as the platform's admin."""
+    from mlplane.tooling.verify_http import Http
+
+    admin = Http(timeout=10, auth=(stack.outputs["mlflowAdminUsername"], stack.outputs["mlflowAdminPassword"]),
+                 headers={"X-MLFLOW-WORKSPACE": workspace})
+    found = admin.request("POST", f"{stack.url('mlflow')}/api/2.0/mlflow/experiments/search",
+                          body={"max_results": 100, "view_type": "ALL"}).json()
+    return [e for e in found.get("experiments", []) if e["name"] == name]
+
+
+def test_verify_passes_against_a_team_stack_in_its_workspace_bucket_and_registry_namespace(stack, tmp_path):
+    code, report, stderr = mlplane(outputs=stack.team_outputs, platform=stack.outputs, tmp=tmp_path)
+    assert code == 0, json.dumps(report, indent=1) + stderr
+    checks = rows(report)
+    assert all(r["status"] in ("pass", "skip") for r in checks.values()), checks
+    assert "in workspace team-fraud" in checks["mlflow auth"]["detail"]
+    # The probe image went under the team's own prefix, pushed with the team's push identity.
+    push = checks["image registry push"]["detail"]
+    assert push.startswith(f"pushed and pulled {TEAM}/mlplane-verify/probe:"), push
+    stamp = push.split(":", 1)[1].split(" ", 1)[0]
+    # The run was logged in the team's workspace, not the platform's default one; cleanup deleted it.
+    (experiment,) = _experiments(stack, "team-fraud", f"mlplane-verify-{stamp}")
+    assert experiment["lifecycle_stage"] == "deleted"
+    assert not _experiments(stack, "default", f"mlplane-verify-{stamp}")
+    # The team's bucket took the probe object with the team's credentials, and it is gone again.
+    bucket = checks["artifact in bucket"]["detail"]
+    assert "s3://team-fraud/" in bucket, bucket
+    import boto3
+
+    team = boto3.client("s3", endpoint_url=stack.url("s3"), region_name="us-east-1",
+                        aws_access_key_id=stack.team_outputs["s3AccessKeyId"],
+                        aws_secret_access_key=stack.team_outputs["s3SecretAccessKey"])
+    assert not team.list_objects_v2(Bucket="team-fraud").get("Contents")
+    assert checks["grafana"]["status"] == "skip" and "no Grafana credentials" in checks["grafana"]["detail"]
+    assert not [c for c in checks if c.endswith(" inference") or c == "model request metric"]  # no team model server
+    assert checks["cleanup"]["detail"].startswith(f"left behind: image {TEAM}/mlplane-verify/probe:"), checks["cleanup"]
+
+
+def test_a_team_pointed_at_the_platforms_bucket_or_another_workspace_is_refused_and_named(stack, tmp_path):
+    platform_bucket = stack.servers.env(stack.servers.rendered.container("Job", "s3-grant-mlflow-", "grant"))["S3_BUCKETS"]
+    outputs = {**stack.team_outputs, "team": {**stack.team_outputs["team"], "bucket": platform_bucket}}
+    code, report, _ = mlplane(outputs=outputs, platform=stack.outputs, tmp=tmp_path)
+    checks = rows(report)
+    assert code == 1
+    bucket = checks["artifact in bucket"]
+    assert bucket["status"] == "fail" and "not allowed there" in bucket["cause"], bucket
+    assert checks["mlflow run"]["status"] == "pass" and checks["image registry push"]["status"] == "pass"
+
+    # Another team's workspace (created by the admin): the team account may not write there.
+    from mlplane.tooling.verify_http import Http
+
+    admin = Http(timeout=10, auth=(stack.outputs["mlflowAdminUsername"], stack.outputs["mlflowAdminPassword"]))
+    admin.expect("POST", f"{stack.url('mlflow')}/api/3.0/mlflow/workspaces", "creating a workspace", ok=(201,),
+                 body={"name": "team-other", "description": "another team"})
+    outputs = {**stack.team_outputs, "team": {**stack.team_outputs["team"], "mlflowWorkspace": "team-other"}}
+    code, report, _ = mlplane(outputs=outputs, platform=stack.outputs, tmp=tmp_path)
+    checks = rows(report)
+    assert code == 1
+    failed = [r for r in checks.values() if r["status"] == "fail"]
+    assert failed and failed[0]["check"] in ("mlflow auth", "mlflow run"), failed
+    assert "403" in failed[0]["cause"] and "not allowed" in failed[0]["cause"], failed[0]
 
 
 def test_a_stopped_model_server_and_its_target_are_named(stack, tmp_path):

@@ -216,6 +216,43 @@ def test_invalid_input_exits_2_and_writes_nothing(tmp_path, args, expected):
     assert not out.exists()
 
 
+def test_out_never_overwrites_a_file_that_is_not_an_earlier_report(tmp_path):
+    """`plan --out` replaces only a report it wrote; the user's file is refused before the render."""
+    config = tmp_path / "platform.yaml"
+    config.write_text("{}\n")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my release notes\n")
+    result = mlplane("plan", "--config", str(config), "--out", str(notes))
+    assert result.returncode == 2, result.stderr
+    assert "is not an mlplane plan report" in result.stderr and "Traceback" not in result.stderr
+    assert notes.read_text() == "# my release notes\n"
+    # A directory or a link is never replaced either.
+    (tmp_path / "dir").mkdir()
+    assert mlplane("plan", "--config", str(config), "--out", str(tmp_path / "dir")).returncode == 2
+
+
+def test_out_replaces_its_own_reports_and_force_replaces_anything(tmp_path, monkeypatch):
+    report = plan.write(make_plan(), tmp_path / "plan.md", as_json=False)
+    assert plan.foreign_file(tmp_path / "plan.md") is None
+    plan.write(make_plan(), tmp_path / "plan.json", as_json=True)
+    assert plan.foreign_file(tmp_path / "plan.json") is None
+    assert plan.foreign_file(tmp_path / "absent.md") is None
+    (tmp_path / "other.json").write_text('{"stack": "x"}')
+    assert "not an mlplane plan report" in plan.foreign_file(tmp_path / "other.json")
+    assert not list(tmp_path.glob(".*mlplane-tmp"))  # the staged file is gone after the rename
+    assert (tmp_path / "plan.md").read_text() == report
+
+
+def test_force_replaces_a_users_file(tmp_path):
+    config = tmp_path / "platform.yaml"
+    config.write_text("{}\n")
+    target = tmp_path / "notes.md"
+    target.write_text("mine\n")
+    result = mlplane("plan", "--config", str(config), "--out", str(target), "--force")
+    assert result.returncode in (0, 1), result.stderr
+    assert target.read_text().startswith("<!-- mlplane-plan:")
+
+
 @pytest.fixture(scope="module")
 def local_plan():
     """The plan of the local stack, schemas checked against one minor (test_render_stack.py and the
