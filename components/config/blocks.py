@@ -1,4 +1,5 @@
-"""Shared blocks of the config: the base model, resource amounts, images and the lifecycle of stateful resources."""
+"""Shared blocks of the config: the base model, resource amounts, images and the lifecycle of
+stateful resources."""
 
 from __future__ import annotations
 

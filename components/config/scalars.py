@@ -1,4 +1,5 @@
-"""Scalar types of the config: validated strings (DNS names, buckets, quantities, durations, ports) and their parsers."""
+"""Scalar types of the config: validated strings (DNS names, buckets, quantities, durations,
+ports) and their parsers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The neutral views the rules read (a resource, the stack) and what they return (problems, violations, policies)."""
+"""The neutral views the rules read (a resource, the stack) and what they return (problems,
+violations, policies)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The policy pack adapters: pulumi-policy's validation args as the neutral views (``pulumi preview --policy-pack components/policypack``)."""
+"""The policy pack adapters: pulumi-policy's validation args as the neutral views
+(``pulumi preview --policy-pack components/policypack``)."""
 
 from __future__ import annotations
 

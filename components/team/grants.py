@@ -1,4 +1,5 @@
-"""A team's grants on the platform's backing services: its bucket and S3 identity, its MLflow workspace and account."""
+"""A team's grants on the platform's backing services: its bucket and S3 identity, its MLflow
+workspace and account."""
 
 from __future__ import annotations
 
