@@ -333,11 +333,18 @@ def _pod(namespace: str, account: str | None) -> dict:
 
 
 def _wait_for_policies(server) -> None:
-    """Policies are compiled asynchronously after creation: wait until the decoy pod is denied."""
+    """Each policy is compiled asynchronously after its creation, independently of the others:
+    wait until both deny (the decoy pod, and a token Secret in the runner namespace)."""
+    token = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+             "metadata": {"name": "probe", "namespace": RUNNER_NS,
+                          "annotations": {"kubernetes.io/service-account.name": "default"}}}
+    probes = [
+        (f"/api/v1/namespaces/{WORK}/pods?dryRun=All", _pod(WORK, "arc-controller")),
+        (f"/api/v1/namespaces/{RUNNER_NS}/secrets?dryRun=All", token),
+    ]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status, _, _ = server.request("POST", f"/api/v1/namespaces/{WORK}/pods?dryRun=All", _pod(WORK, "arc-controller"))
-        if status == 403:
+        if all(server.request("POST", path, body)[0] == 403 for path, body in probes):
             return
         time.sleep(0.5)
     pytest.fail("the admission policies did not take effect within 30 s")
