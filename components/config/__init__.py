@@ -50,6 +50,20 @@ from mlplane.config.blocks import (
     Resources,
     resources,
 )
+from mlplane.config.aws import (
+    AwsConfig,
+    AwsNetworkConfig,
+    AwsRoutingConfig,
+    AwsStorageConfig,
+    EcrConfig,
+    EksConfig,
+    ExistingEksConfig,
+    ExistingNetworkConfig,
+    GpuNodeGroupConfig,
+    NodeGroupConfig,
+    NodeGroupsConfig,
+    RdsConfig,
+)
 from mlplane.config.cluster import (
     BundledRegistryConfig,
     ClusterConfig,
@@ -123,6 +137,18 @@ from mlplane.config.keys import (
 )
 
 __all__ = [
+    "AwsConfig",
+    "AwsNetworkConfig",
+    "AwsRoutingConfig",
+    "AwsStorageConfig",
+    "EcrConfig",
+    "EksConfig",
+    "ExistingEksConfig",
+    "ExistingNetworkConfig",
+    "GpuNodeGroupConfig",
+    "NodeGroupConfig",
+    "NodeGroupsConfig",
+    "RdsConfig",
     "versions",
     "CONFIG_VERSION",
     "check_version",

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, Field, Strict, model_validator
 from mlplane.config.upgrades import CONFIG_VERSION, check_version
 from mlplane.config.scalars import DnsLabel
 from mlplane.config.blocks import _Model, ImagesConfig, LifecycleConfig
+from mlplane.config.aws import AwsConfig
 from mlplane.config.cluster import ClusterConfig, RegistryConfig
 from mlplane.config.routing import RoutingConfig
 from mlplane.config.backing import DatabaseConfig, ObjectStorageConfig
@@ -28,10 +29,14 @@ class PlatformConfig(_Model):
             "stay valid. A release that changes the schema incompatibly raises it (docs/upgrading.md)."
         ),
     )
-    target: Literal["local"] = Field(
+    target: Literal["local", "aws"] = Field(
         default="local",
-        description="Where the platform runs. 'local': kind and Docker on this machine (or an existing cluster).",
+        description=(
+            "Where the platform runs. 'local': kind and Docker on this machine (or an existing cluster); "
+            "'aws': EKS with S3, RDS and ECR (the 'aws' block; docs/aws.md)."
+        ),
     )
+    aws: AwsConfig | None = Field(default=None, description="Settings of target 'aws' (required there).")
     name: DnsLabel = Field(
         default="mlplane",
         description="Platform name: prefix of namespaces, resource names and the root component.",
@@ -57,6 +62,10 @@ class PlatformConfig(_Model):
 
     @model_validator(mode="after")
     def _cross_rules(self) -> PlatformConfig:
+        if self.target == "aws":
+            return self._aws_rules()
+        if self.aws is not None:
+            raise ValueError("aws: only used with target 'aws' (target is 'local')")
         if self.registry.mode == "bundled" and self.cluster.mode != "kind":
             raise ValueError(
                 "registry.mode 'bundled' runs a Docker container on kind's network and needs "
@@ -84,10 +93,49 @@ class PlatformConfig(_Model):
             )
         return self
 
+    def _aws_rules(self) -> PlatformConfig:
+        if self.aws is None:
+            raise ValueError("target 'aws' needs an 'aws' block with at least 'region'")
+        # The local target's sections: on AWS, EKS, S3, RDS and ECR take their place ('aws' block).
+        local_only = {
+            "cluster": "aws.eks", "registry": "aws.registry",
+        }
+        for section, instead in local_only.items():
+            if section in self.model_fields_set:
+                raise ValueError(f"{section}: not used with target 'aws' (set {instead} instead)")
+        for section, instead in (("object_storage", "aws.storage"), ("database", "aws.database")):
+            given = getattr(self, section)
+            if given.mode != "bundled" or {"bundled", "external", "mode"} & given.model_fields_set:
+                raise ValueError(
+                    f"{section}.mode: target 'aws' uses the managed service (set {instead} instead of "
+                    f"'mode', 'bundled' or 'external')"
+                )
+        tls = self.routing.tls
+        if self.aws.routing.certificate_arn is None and tls.certificate_secret is None and not tls.plain_http:
+            raise ValueError(
+                "aws.routing.certificate_arn: target 'aws' serves MLflow passwords and model keys over the "
+                "load balancer: give an ACM certificate ARN, or routing.tls.certificate_secret (a Secret of "
+                f"type kubernetes.io/tls in namespace '{self.name}-gateway'), or opt out explicitly with "
+                "routing.tls.plain_http: true"
+            )
+        if self.aws.routing.certificate_arn is not None and tls.certificate_secret is not None:
+            raise ValueError(
+                "aws.routing.certificate_arn and routing.tls.certificate_secret: choose one place TLS ends "
+                "(the load balancer with ACM, or the Gateway with a Secret)"
+            )
+        if self.monitoring.prometheus.route:
+            raise ValueError(
+                "monitoring.prometheus.route: Prometheus has no authentication of its own and is exposed "
+                "only on a kind cluster (target is 'aws'): query it through Grafana or `kubectl port-forward`"
+            )
+        return self
+
     @property
     def prometheus_route(self) -> bool:
         """Whether Prometheus gets a route on the Gateway (monitoring.prometheus.route)."""
         route = self.monitoring.prometheus.route
+        if self.target != "local":
+            return False
         return self.cluster.mode == "kind" if route is None else route
 
     def secret_keys(self) -> list[tuple[str, str]]:

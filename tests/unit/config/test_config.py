@@ -58,7 +58,7 @@ def test_an_unquoted_version_that_lost_digits_explains_the_quoting(text, shown):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"nmae": "x"}, "mlplane:platform.nmae: unknown key; allowed keys here: ci_runners, cluster"),
+        ({"nmae": "x"}, "mlplane:platform.nmae: unknown key; allowed keys here: aws, ci_runners, cluster"),
         ({"cluster": {"kind": {"nam": "x"}}}, "mlplane:platform.cluster.kind.nam: unknown key; allowed keys here: http_port, kubernetes_version, name"),
         ({"name": "Bad_Name"}, "mlplane:platform.name: must be a DNS-1123 label"),
         ({"cluster": {"kind": {"kubernetes_version": "1.30"}}}, "mlplane:platform.cluster.kind.kubernetes_version: Input should be '1.34', '1.35', '1.36' or '1.37' (given: '1.30')"),
