@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from mlplane.config.scalars import DnsLabel, Duration, Storage
+from mlplane.config.scalars import DnsLabel, Duration, Storage, duration_seconds
 from mlplane.config.blocks import _Model, Resources, resources
 
 
@@ -16,6 +16,15 @@ MODEL_NAME_MAX = 56
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+#: The most a progressive canary may receive before Flagger promotes it, in percent. One rule for
+#: the config (``canary.steps``) and the mandatory policy 'progressive-delivery-analysis'
+#: (mlplane.policies.stack_rules imports it): above half, a version not yet judged answers most
+#: users, and Flagger promotes after the last step anyway (docs/models.md, "Canary steps").
+CANARY_MAX_STEP_WEIGHT = 50
+#: The shortest progressive check interval: a rate over a shorter window has too few samples at
+#: the default 15s scrape interval. Shared with the policy like the weight.
+CANARY_MIN_INTERVAL_SECONDS = 30
 
 
 def _pinned_image(value: str) -> str:
@@ -117,10 +126,14 @@ class CanaryConfig(ModelRef):
     )
     steps: list[int] = Field(
         default_factory=lambda: [10, 25, 50],
-        description="Canary weights in percent, one step per interval, strictly increasing (mode 'progressive').",
+        description=(
+            "Canary weights in percent, one step per interval, strictly increasing, each at most 50 "
+            "(mode 'progressive'; Flagger promotes after the last step)."
+        ),
     )
     interval: Duration = Field(
-        default="1m", description="Time between two steps and two metric checks (mode 'progressive')."
+        default="1m",
+        description="Time between two steps and two metric checks, at least 30s (mode 'progressive').",
     )
     thresholds: CanaryThresholds = Field(
         default_factory=CanaryThresholds, description="Rollback limits (mode 'progressive')."
@@ -134,11 +147,20 @@ class CanaryConfig(ModelRef):
                     "mode 'progressive' rolls out the model's own 'version': remove the canary's "
                     "version/alias/image and change the model's version instead"
                 )
-            if not self.steps or any(not 1 <= s <= 99 for s in self.steps) or any(
+            most = CANARY_MAX_STEP_WEIGHT
+            if not self.steps or any(not 1 <= s <= most for s in self.steps) or any(
                 b <= a for a, b in zip(self.steps, self.steps[1:])
             ):
                 raise ValueError(
-                    f"steps {self.steps} must be strictly increasing percentages between 1 and 99, e.g. [10, 25, 50]"
+                    f"steps {self.steps} must be strictly increasing percentages between 1 and {most}, "
+                    f"e.g. [10, 25, 50]: Flagger promotes the canary after the last step, and a step above "
+                    f"{most}% sends most requests to a version not yet judged"
+                )
+            if not re.fullmatch(r"[0-9]+[smh]", self.interval) or duration_seconds(self.interval) < CANARY_MIN_INTERVAL_SECONDS:
+                raise ValueError(
+                    f"interval '{self.interval}' must be at least {CANARY_MIN_INTERVAL_SECONDS}s in seconds, "
+                    "minutes or hours (e.g. '30s', '1m', '2h'; Flagger reads a Go duration): a shorter "
+                    "window holds too few Prometheus samples to judge the canary"
                 )
             return self
         if (self.version is None) == (self.alias is None):

@@ -253,25 +253,26 @@ class TeamServingConfig(_Model):
     )
 
     def as_serving_config(self) -> ServingConfig:
-        """The platform serving config for these models (metrics-server is the platform's)."""
-        return ServingConfig(models=self.models, metrics_server={"enabled": False})
+        """The platform serving config for these models (metrics-server is the platform's; the
+        Flagger controller of mode 'progressive' is the team's own, run by the platform stack)."""
+        progressive = any(m.canary is not None and m.canary.mode == "progressive" for m in self.models)
+        return ServingConfig(models=self.models, metrics_server={"enabled": False}, progressive={"enabled": progressive})
+
+    @property
+    def logging(self) -> bool:
+        """A model logs requests (to the team's bucket)."""
+        return any(m.logging is not None for m in self.models)
+
+    @property
+    def drift(self) -> bool:
+        return any(m.drift is not None for m in self.models)
+
+    @property
+    def progressive(self) -> bool:
+        return any(m.canary is not None and m.canary.mode == "progressive" for m in self.models)
 
     @model_validator(mode="after")
     def _unique(self) -> TeamServingConfig:
-        for index, model in enumerate(self.models):
-            # Not in team environments yet (docs/models.md, "Teams"): refused, never ignored.
-            if model.canary is not None and model.canary.mode == "progressive":
-                raise ValueError(
-                    f"models[{index}] '{model.name}': canary mode 'progressive' is not available to "
-                    "teams (the platform's Flagger watches only the platform serving namespace): use "
-                    "mode 'fixed' with a weight, or serve the model from the platform stack"
-                )
-            if model.logging is not None or model.drift is not None:
-                raise ValueError(
-                    f"models[{index}] '{model.name}': inference 'logging' and 'drift' are not "
-                    "available to teams yet (no logging identity or drift exporter in team "
-                    "namespaces): remove them, or serve the model from the platform stack"
-                )
         self.as_serving_config()
         return self
 
@@ -448,6 +449,17 @@ class TeamConfig(_Model):
             raise ValueError(
                 "serving.models download their model from MLflow: add 'tracking' to services"
             )
+        for index, model in enumerate(self.serving.models):
+            if model.logging is not None and not self.uses("object_storage"):
+                raise ValueError(
+                    f"serving.models[{index}] '{model.name}': logging writes to the team's bucket: add "
+                    "'object_storage' to services (a team never writes the platform's buckets)"
+                )
+            if model.drift is not None and not self.uses("monitoring"):
+                raise ValueError(
+                    f"serving.models[{index}] '{model.name}': drift scores reach alerts and dashboards "
+                    "through the platform Prometheus: add 'monitoring' to services"
+                )
         if self.ci_runners.enabled and not self.network.allow_internet_https:
             raise ValueError(
                 "ci_runners reach GitHub over HTTPS: set network.allow_internet_https: true "
@@ -478,13 +490,36 @@ class TeamConfig(_Model):
                     f"{where}.resources.limits ({limits.cpu} CPU, {limits.memory}) exceed limit_range.max "
                     f"({most.cpu} CPU, {most.memory}): its pods would be rejected"
                 )
-            pods = model.min_replicas + (1 if model.canary else 0)
-            needed_cpu, needed_memory = pods * cpu_millicores(requests.cpu), pods * memory_bytes(requests.memory)
+            # A progressive rollout runs the new version at the primary's scale next to it.
+            progressive = model.canary is not None and model.canary.mode == "progressive"
+            pods = model.min_replicas * 2 if progressive else model.min_replicas + (1 if model.canary else 0)
+            cpu, memory = cpu_millicores(requests.cpu), memory_bytes(requests.memory)
+            if model.logging is not None:  # the logging sidecar in every replica
+                sidecar = model.logging.resources
+                if cpu_millicores(sidecar.limits.cpu) > cpu_millicores(most.cpu) or memory_bytes(sidecar.limits.memory) > memory_bytes(most.memory):
+                    raise ValueError(
+                        f"{where}.logging.resources.limits ({sidecar.limits.cpu} CPU, {sidecar.limits.memory}) exceed "
+                        f"limit_range.max ({most.cpu} CPU, {most.memory}): its pods would be rejected"
+                    )
+                cpu += cpu_millicores(sidecar.requests.cpu)
+                memory += memory_bytes(sidecar.requests.memory)
+            needed_cpu, needed_memory = pods * cpu, pods * memory
+            if model.drift is not None:  # the drift job, while it runs
+                job = model.drift.resources
+                if cpu_millicores(job.limits.cpu) > cpu_millicores(most.cpu) or memory_bytes(job.limits.memory) > memory_bytes(most.memory):
+                    raise ValueError(
+                        f"{where}.drift.resources.limits ({job.limits.cpu} CPU, {job.limits.memory}) exceed "
+                        f"limit_range.max ({most.cpu} CPU, {most.memory}): the drift job would be rejected"
+                    )
+                pods += 1
+                needed_cpu += cpu_millicores(job.requests.cpu)
+                needed_memory += memory_bytes(job.requests.memory)
             if needed_cpu > cpu_millicores(quota.requests_cpu) or needed_memory > memory_bytes(quota.requests_memory) or pods > quota.pods:
                 raise ValueError(
                     f"{where}: {pods} pods at its minimum scale request {needed_cpu}m CPU and "
                     f"{needed_memory // 2**20}Mi, above quota.serving (requests_cpu {quota.requests_cpu}, "
-                    f"requests_memory {quota.requests_memory}, pods {quota.pods}): raise the quota or lower min_replicas"
+                    f"requests_memory {quota.requests_memory}, pods {quota.pods}; a progressive canary counts twice, "
+                    "logging sidecars and the drift job included): raise the quota or lower min_replicas"
                 )
 
     # Derived names: one place, so the component, the CLI and the collision checks agree.
@@ -587,6 +622,13 @@ def check_platform(team: TeamConfig, platform: PlatformConfig, root: str = TEAM_
         problems.append(
             f"{root}.ci_runners: team runners use the ARC CRDs the platform's runner controller "
             "installs; turn on the platform's ci_runners first"
+        )
+    progressive = [m.name for m in team.serving.models if m.canary is not None and m.canary.mode == "progressive"]
+    if progressive and not platform.serving.progressive.enabled:
+        problems.append(
+            f"{root}.serving.models: {', '.join(progressive)} use canary mode 'progressive', which needs the "
+            "platform's Flagger (its CRDs and a controller per team): set serving.progressive.enabled: true "
+            "in the platform config and update the platform first, or use mode 'fixed'"
         )
     long_models = [m.name for m in team.serving.models if len(m.name) > MODEL_NAME_MAX]
     if long_models:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from mlplane.config.serving import CANARY_MAX_STEP_WEIGHT, CANARY_MIN_INTERVAL_SECONDS
 from mlplane.policies.model import Problem, Resource, Stack, TEAM_LABEL, Unknown
 from mlplane.policies.objects import _at, looks_secret, number
 
@@ -145,10 +146,11 @@ def check_disruption_budgets(resources: list[Resource], stack: Stack) -> list[Pr
     return problems
 
 
-#: Limits of a progressive canary's analysis (policy 'progressive-delivery-analysis').
+#: Limits of a progressive canary's analysis (policy 'progressive-delivery-analysis'). The weight
+#: and interval limits are the config's own (serving.models[].canary), so a config that validates
+#: never fails the policy.
 CANARY_MAX_ERROR_RATE = 0.5
-CANARY_MAX_WEIGHT = 50
-CANARY_MIN_INTERVAL_SECONDS = 30
+CANARY_MAX_WEIGHT = CANARY_MAX_STEP_WEIGHT
 _GO_DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+$")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 

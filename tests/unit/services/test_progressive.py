@@ -292,19 +292,60 @@ def test_the_analysis_policy_ignores_other_kinds_and_unknown_values():
 
 
 @pytest.mark.parametrize(
-    ("model", "message"),
+    ("services", "model", "message"),
     [
-        ({"canary": {"mode": "progressive"}}, "canary mode 'progressive' is not available to teams"),
-        ({"logging": {"sample_rate": 0.1}}, "'logging' and 'drift' are not available to teams"),
+        (["tracking"], {"logging": {"sample_rate": 0.1}}, "logging writes to the team's bucket: add 'object_storage'"),
+        (["tracking", "object_storage"], {"logging": {"sample_rate": 0.1}, "drift": {}},
+         "drift scores reach alerts and dashboards through the platform Prometheus: add 'monitoring'"),
     ],
 )
-def test_teams_are_refused_progressive_delivery_and_drift_clearly(model, message):
+def test_team_logging_and_drift_need_the_teams_bucket_and_monitoring(services, model, message):
     from mlplane.config.team import parse_team
 
-    raw = {"name": "fraud", "platform_stack": "local", "services": ["tracking"],
+    raw = {"name": "fraud", "platform_stack": "local", "services": services,
            "serving": {"models": [{"name": "iris", "registered_model": "iris", "version": 2, **model}]}}
     with pytest.raises(ConfigError, match=message):
         parse_team(raw)
+
+
+def test_team_progressive_canaries_need_the_platforms_flagger():
+    from mlplane.config.team import check_platform, parse_team
+
+    team = parse_team({"name": "fraud", "platform_stack": "local", "serving": {"models": [
+        {"name": "iris", "registered_model": "iris", "version": 2, "canary": {"mode": "progressive"}}]}})
+    assert team.serving.progressive and team.serving.as_serving_config().progressive.enabled
+    base = {"tracking": {"auth": True, "workspaces": True}}
+    [problem] = check_platform(team, parse_platform(base))
+    assert "iris use canary mode 'progressive'" in problem and "serving.progressive.enabled: true" in problem
+    assert check_platform(team, parse_platform({**base, "serving": {"progressive": {"enabled": True}}})) == []
+
+
+# ------------------------------------------------------------------------- one weight rule
+
+
+@pytest.mark.parametrize("steps", [[10, 51], [60], [10, 25, 50, 75, 99]])
+def test_config_refuses_the_steps_the_policy_would_fail(steps):
+    with pytest.raises((ConfigError, ValueError), match=r"between 1 and 50"):
+        _model(steps=steps)
+    spec = progressive.canary_spec(_model(steps=[10, 25, 50]), GATEWAY, 80)
+    spec["analysis"]["stepWeights"] = steps
+    assert any("reaches" in p for p in _analysis_problems(spec))
+
+
+@pytest.mark.parametrize("interval", ["29s", "500ms", "1d", "1w"])
+def test_config_refuses_the_intervals_the_policy_would_fail_or_flagger_could_not_read(interval):
+    with pytest.raises((ConfigError, ValueError), match=r"interval .* at least 30s"):
+        _model(interval=interval)
+
+
+def test_every_step_and_interval_the_config_accepts_passes_the_policy():
+    """The config and the policy share one limit (config.serving.CANARY_MAX_STEP_WEIGHT)."""
+    from mlplane.config.serving import CANARY_MAX_STEP_WEIGHT, CANARY_MIN_INTERVAL_SECONDS
+
+    assert policies.CANARY_MAX_WEIGHT == CANARY_MAX_STEP_WEIGHT == 50
+    assert policies.CANARY_MIN_INTERVAL_SECONDS == CANARY_MIN_INTERVAL_SECONDS == 30
+    for steps, interval in ([[1], "30s"], [[50], "1h"], [list(range(1, 51)), "2m"], [[49, 50], "90s"]):
+        assert _analysis_problems(progressive.canary_spec(_model(steps=steps, interval=interval), GATEWAY, 80)) == []
 
 
 # ------------------------------------------------------------------------------- dashboard
