@@ -3,7 +3,7 @@
 - ``platform``: ``validate``, ``schema``, ``render``, ``footprint``, ``plan`` (offline, on a
   platform stack); ``docs``: ``mlplane docs``; ``teams``: ``mlplane team ...``; ``images``:
   ``mlplane images check|lock``; ``policy_pack``: ``mlplane policy-pack ...``; ``verify``:
-  ``mlplane verify``; ``support``: the consoles, ``fail`` and helpers they share.
+  ``mlplane verify``; ``state``: ``mlplane state bootstrap|check``; ``support``: the consoles, ``fail`` and helpers they share.
 
 Bad input exits 2 with one line per problem and never a traceback.
 """
@@ -19,6 +19,7 @@ from mlplane.cli import platform as platform_cmds
 from mlplane.cli import teams
 from mlplane.cli.images import images_app
 from mlplane.cli.policy_pack import policy_pack_app
+from mlplane.cli.state import state_app
 from mlplane.cli.support import EXIT_INVALID, err, fail, out  # noqa: F401 (err, out, EXIT_INVALID: callers)
 from mlplane.cli.verify import verify_command
 from mlplane.config import ConfigError, parse_platform  # noqa: F401 (callers and tests)
@@ -72,6 +73,7 @@ app.add_typer(teams.team_app, name="team")
 app.add_typer(images_app, name="images")
 app.add_typer(policy_pack_app, name="policy-pack")
 app.command("verify")(verify_command)
+app.add_typer(state_app, name="state")
 
 
 def main() -> None:
