@@ -21,7 +21,7 @@ rule part that corresponds to a checkov check is not reported on an object that 
 
 The package is split by rule area: ``model`` (the views and results), ``objects`` (reading
 Kubernetes objects), ``baseline`` (the security baseline), ``platform_rules``, ``stack_rules``,
-``catalog`` (every policy with its metadata), ``run`` (``mlplane plan``), ``pack`` (the policy
+``aws_rules`` (the AWS target's resources), ``catalog`` (every policy with its metadata), ``run`` (``mlplane plan``), ``pack`` (the policy
 pack adapters) and ``reference`` (docs/policies.md). Everything is re-exported here.
 """
 

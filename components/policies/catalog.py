@@ -17,6 +17,23 @@ from mlplane.policies.platform_rules import (
     check_requests_and_limits,
     check_stateful_protection,
 )
+from mlplane.policies.aws_rules import (
+    check_ecr_immutable_tags,
+    check_ecr_scan_on_push,
+    check_eks_audit_logs,
+    check_eks_endpoint,
+    check_eks_secrets_encryption,
+    check_iam_wildcards,
+    check_rds_backups,
+    check_rds_deletion_protection,
+    check_rds_encrypted,
+    check_rds_private,
+    check_s3_encryption,
+    check_s3_public_access_block,
+    check_s3_public_grants,
+    check_security_group_ingress,
+    MIN_BACKUP_DAYS,
+)
 from mlplane.policies.stack_rules import (
     _no_stack_config,
     _throwaway,
@@ -248,6 +265,197 @@ POLICIES: tuple[Policy, ...] = (
         applies_to="the whole stack: Deployment, StatefulSet, HorizontalPodAutoscaler, PodDisruptionBudget",
         remediation="Add a policy/v1 PodDisruptionBudget with minAvailable below the replica count.",
         stack_check=check_disruption_budgets,
+    ),
+    # AWS (target 'aws'): pulumi-aws 7.x resources, read from their inputs (components/policies/aws_rules.py).
+    Policy(
+        name="aws-s3-block-public-access",
+        description="Every S3 bucket has a public-access block with all four settings on.",
+        rationale=(
+            "The block is what stops a later bucket policy or ACL from making the bucket public, by "
+            "mistake or by a compromised role (AWS FSBP S3.1/S3.8). A bucket is covered by its own "
+            "`BucketPublicAccessBlock` (matched through its `bucket` input) or by an account-wide "
+            "`AccountPublicAccessBlock` in the same stack with all four settings on."
+        ),
+        enforcement=MANDATORY,
+        applies_to="the whole stack: aws:s3/bucket:Bucket (and BucketV2), aws:s3/bucketPublicAccessBlock, aws:s3/accountPublicAccessBlock",
+        remediation="Create buckets with mlplane's AWS object storage; it adds the block with block_public_acls, block_public_policy, ignore_public_acls and restrict_public_buckets.",
+        stack_check=check_s3_public_access_block,
+    ),
+    Policy(
+        name="aws-s3-no-public-grants",
+        description="No bucket policy or ACL grants access to everyone.",
+        rationale=(
+            "A policy statement allowing principal `*` (without a condition that ties it to a VPC "
+            "endpoint, an account or an organisation, the keys S3 itself accepts as non-public) or "
+            "an ACL granting AllUsers or AuthenticatedUsers publishes the bucket. A TLS-only Deny "
+            "to `*` is not a grant and passes."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:s3/bucketPolicy:BucketPolicy, aws:s3/bucketAcl (and V2), the inline policy, acl and grants of aws:s3/bucket:Bucket",
+        remediation="Grant named IAM roles (the object store contract's grant); keep ObjectOwnership BucketOwnerEnforced so ACLs are off.",
+        resource_check=check_s3_public_grants,
+    ),
+    Policy(
+        name="aws-s3-encryption",
+        description="Every S3 bucket encrypts with a KMS key (SSE-KMS).",
+        rationale=(
+            "S3 encrypts new objects with an AWS-owned key (SSE-S3) when nothing is configured; with "
+            "the platform's KMS key, reading an object also needs kms:Decrypt on the key, every use "
+            "is in CloudTrail and the key can be disabled. The bucket's "
+            "`BucketServerSideEncryptionConfiguration` is matched through its `bucket` input."
+        ),
+        enforcement=MANDATORY,
+        applies_to="the whole stack: aws:s3/bucket:Bucket (and BucketV2), aws:s3/bucketServerSideEncryptionConfiguration (and V2)",
+        remediation="Add a BucketServerSideEncryptionConfiguration with sse_algorithm 'aws:kms', the platform's key and bucket_key_enabled.",
+        stack_check=check_s3_encryption,
+    ),
+    Policy(
+        name="aws-rds-encrypted",
+        description="RDS storage is encrypted.",
+        rationale=(
+            "Unencrypted storage leaves the database files, automated backups, snapshots and read "
+            "replicas readable to whoever gets the volumes or a shared snapshot (AWS FSBP RDS.3). "
+            "Encryption can only be chosen at creation."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:rds/instance:Instance, aws:rds/cluster:Cluster (not read replicas: they inherit it)",
+        remediation="Set storage_encrypted=True with kms_key_id (mlplane's AWS database does).",
+        resource_check=check_rds_encrypted,
+    ),
+    Policy(
+        name="aws-rds-not-public",
+        description="RDS databases are not publicly accessible.",
+        rationale=(
+            "A publicly accessible instance gets a public DNS name and address; one security group "
+            "rule then exposes PostgreSQL to the internet (AWS FSBP RDS.2). The platform reaches it "
+            "from the cluster's private subnets."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:rds/instance:Instance, aws:rds/clusterInstance:ClusterInstance",
+        remediation="Set publicly_accessible=False and keep the database in private subnets.",
+        resource_check=check_rds_private,
+    ),
+    Policy(
+        name="aws-rds-deletion-protection",
+        description="RDS databases have deletion protection and take a final snapshot, outside throwaway stacks.",
+        rationale=(
+            "`protect` guards against `pulumi destroy`; deletion protection also guards against the "
+            "console, the CLI and a replacement, and the final snapshot keeps the data if the "
+            "database is deleted anyway (AWS FSBP RDS.8)."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:rds/instance:Instance, aws:rds/cluster:Cluster",
+        remediation="Set deletion_protection=True, skip_final_snapshot=False and a final_snapshot_identifier.",
+        resource_check=check_rds_deletion_protection,
+        not_applicable=_throwaway,
+    ),
+    Policy(
+        name="aws-rds-backups",
+        description=f"RDS keeps automated backups for at least {MIN_BACKUP_DAYS} days.",
+        rationale=(
+            "Automated backups give point-in-time recovery; RDS keeps 1 day when the retention is "
+            f"not set. {MIN_BACKUP_DAYS} days cover a problem found after a weekend (AWS FSBP RDS.11)."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:rds/instance:Instance, aws:rds/cluster:Cluster (not read replicas)",
+        remediation=f"Set backup_retention_period to {MIN_BACKUP_DAYS}-35 (aws.database.backup_retention_days).",
+        resource_check=check_rds_backups,
+    ),
+    Policy(
+        name="aws-eks-private-endpoint",
+        description="The EKS API endpoint is private, or public only to listed CIDR blocks.",
+        rationale=(
+            "EKS makes the API endpoint public and open to 0.0.0.0/0 unless told otherwise: every "
+            "credential leak or API server vulnerability is then reachable from the internet "
+            "(AWS FSBP EKS.1). A public endpoint is allowed only with an allow-list that is not the "
+            "whole internet."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:eks/cluster:Cluster (vpcConfig.endpointPublicAccess, vpcConfig.publicAccessCidrs)",
+        remediation="Leave aws.eks.public_access_cidrs empty (private endpoint) or list your offices' or VPN's CIDR blocks.",
+        resource_check=check_eks_endpoint,
+    ),
+    Policy(
+        name="aws-eks-secrets-encryption",
+        description="EKS encrypts Kubernetes Secrets with a KMS key.",
+        rationale=(
+            "Envelope encryption of Secrets in etcd with a customer-managed key (AWS FSBP EKS.3): "
+            "the key's policy decides who can decrypt, and every use is in CloudTrail."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:eks/cluster:Cluster (encryptionConfig)",
+        remediation="Set encryption_config with resources ['secrets'] and the platform's KMS key ARN.",
+        resource_check=check_eks_secrets_encryption,
+    ),
+    Policy(
+        name="aws-eks-audit-logs",
+        description="EKS sends the API server's audit log to CloudWatch.",
+        rationale=(
+            "The audit log records who did what through the API: without it an incident cannot be "
+            "reconstructed (AWS FSBP EKS.8, CIS EKS 2.1.1)."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:eks/cluster:Cluster (enabledClusterLogTypes)",
+        remediation="Include 'audit' (with 'api' and 'authenticator') in enabled_cluster_log_types.",
+        resource_check=check_eks_audit_logs,
+    ),
+    Policy(
+        name="aws-ecr-immutable-tags",
+        description="ECR repositories have immutable tags.",
+        rationale=(
+            "With mutable tags a push moves `v1.2.0` to another image: what a model server runs "
+            "changes without a deployment, and a rollback to the tag does not roll back "
+            "(AWS FSBP ECR.2). Exclusion filters (IMMUTABLE_WITH_EXCLUSION) reopen that hole and fail too."
+        ),
+        enforcement=MANDATORY,
+        applies_to="aws:ecr/repository:Repository (imageTagMutability)",
+        remediation="Set image_tag_mutability='IMMUTABLE' and push a new tag per build.",
+        resource_check=check_ecr_immutable_tags,
+    ),
+    Policy(
+        name="aws-ecr-scan-on-push",
+        description="ECR repositories scan images on push.",
+        rationale="Every pushed image is checked for known vulnerabilities before it is deployed (AWS FSBP ECR.1).",
+        enforcement=MANDATORY,
+        applies_to="aws:ecr/repository:Repository (imageScanningConfiguration.scanOnPush)",
+        remediation="Set image_scanning_configuration={'scan_on_push': True}.",
+        resource_check=check_ecr_scan_on_push,
+        engine_note="A registry-level scanning configuration (enhanced scanning) is not looked at: the repository must say it.",
+    ),
+    Policy(
+        name="aws-iam-no-wildcard-admin",
+        description="No IAM policy allows every action on every resource.",
+        rationale=(
+            "A statement with Action `*` and Resource `*`, or the AdministratorAccess managed "
+            "policy, gives full control of the account to whoever assumes the role: one leaked "
+            "workload token becomes an account takeover (AWS FSBP IAM.1, IAM.21). Workload roles "
+            "get the actions they call on the ARNs they use."
+        ),
+        enforcement=MANDATORY,
+        applies_to=(
+            "aws:iam/policy:Policy, aws:iam/rolePolicy, userPolicy, groupPolicy (policy), aws:iam/role:Role "
+            "(inlinePolicies, managedPolicyArns), aws:iam/*PolicyAttachment (policyArn)"
+        ),
+        remediation="Scope the statement to the actions and ARNs needed (the object store contract's grant does).",
+        resource_check=check_iam_wildcards,
+        engine_note="A policy document computed from other resources is unknown during a preview and checked at `up`.",
+    ),
+    Policy(
+        name="aws-security-group-open-ingress",
+        description="Security groups open only HTTP and HTTPS (80, 443) to the whole internet.",
+        rationale=(
+            "An ingress rule from 0.0.0.0/0 or ::/0 to SSH, a database or every port is scanned and "
+            "attacked within minutes (AWS FSBP EC2.18, EC2.19). Internet-facing traffic enters "
+            "through the load balancer on 80/443; everything else is admitted from the VPC or from "
+            "named security groups."
+        ),
+        enforcement=MANDATORY,
+        applies_to=(
+            "aws:ec2/securityGroup:SecurityGroup (ingress), aws:ec2/securityGroupRule:SecurityGroupRule (type ingress), "
+            "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+        ),
+        remediation="Admit other ports from the VPC CIDR or a source security group; publish services through the load balancer.",
+        resource_check=check_security_group_ingress,
     ),
 )
 

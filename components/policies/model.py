@@ -3,7 +3,7 @@ violations, policies)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 
@@ -49,6 +49,9 @@ class Resource:
     retain_on_delete: bool | None = None
     #: Dotted paths of inputs that are Pulumi secrets; ``None`` when not known (policy packs).
     secret_paths: frozenset[str] | None = None
+    #: Input property -> URNs of the resources its value came from (how a bucket's public-access
+    #: block names its bucket); empty when not known (resource policies under the engine).
+    property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:

@@ -47,10 +47,26 @@ def _plain(value: Any) -> Any:
     return convert(value)
 
 
-def resource_from_pack(resource_type: str, props: Any, urn: str, name: str, protect: bool) -> Resource:
-    """The neutral view of what the engine hands a policy (inputs, or outputs for stack policies)."""
+def resource_from_pack(
+    resource_type: str, props: Any, urn: str, name: str, protect: bool, property_dependencies: Any = None
+) -> Resource:
+    """The neutral view of what the engine hands a policy (inputs, or outputs for stack policies).
+
+    ``property_dependencies`` is a stack policy resource's map of property -> PolicyResources.
+    """
     plain = _plain(props)
-    return Resource(type=resource_type, name=name, urn=urn, props=plain if isinstance(plain, Mapping) else {}, protect=protect)
+    dependencies = {
+        key: tuple(getattr(item, "urn", "") for item in items)
+        for key, items in (property_dependencies or {}).items()
+    }
+    return Resource(
+        type=resource_type,
+        name=name,
+        urn=urn,
+        props=plain if isinstance(plain, Mapping) else {},
+        protect=protect,
+        property_dependencies=dependencies,
+    )
 
 
 def stack_from_environment(environ: Mapping[str, str] | None = None) -> Stack:
@@ -144,7 +160,10 @@ def stack_validation(item: Policy, stack: Callable[[], Stack] = current_stack) -
         if reason is not None:
             args.not_applicable(reason)
         resources = [
-            resource_from_pack(r.resource_type, r.props, r.urn, r.name, bool(r.opts.protect)) for r in args.resources
+            resource_from_pack(
+                r.resource_type, r.props, r.urn, r.name, bool(r.opts.protect), getattr(r, "property_dependencies", None)
+            )
+            for r in args.resources
         ]
         for problem in check(resources, current):
             urn = problem.resource.urn if problem.resource is not None else None

@@ -47,6 +47,7 @@ def resource_view(record: Recorded) -> policies.Resource:
         protect=record.protect,
         retain_on_delete=record.retain_on_delete,
         secret_paths=frozenset(record.secret_paths),
+        property_dependencies={key: tuple(urns) for key, urns in record.property_dependencies.items()},
     )
 
 
