@@ -16,6 +16,7 @@ suffix generated once per store (``random.RandomString``, kept in the stack's st
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import pulumi
@@ -244,40 +245,41 @@ class AwsObjectStorage(pulumi.ComponentResource):
         return role.identity
 
     def grant_team(
-        self, team: str, bucket: str, bindings: Sequence[tuple[str, str]]
-    ) -> tuple[pulumi.Output[str], list[PodIdentity]]:
-        """A team's bucket (``<bucket>-<suffix>``) and one role, read-write on it only, bound to each
-        (namespace, service account) in ``bindings``: the AWS side of the team's grant. Returns
-        the bucket's physical name and the identities. Children ``<store>-team-<team>-...``."""
+        self, team: str, bucket: str, bindings: Sequence[TeamBinding]
+    ) -> tuple[aws.s3.Bucket, list[PodIdentity]]:
+        """A team's bucket (``<bucket>-<suffix>``, the same secure defaults) and, per binding, a role
+        bound to its (namespace, service account): ``access`` on the team's bucket only (none:
+        no S3 at all) plus the binding's ``statements`` (e.g. push to the team's repositories).
+        The AWS side of the team's grant; the platform stack calls it for each admitted team.
+        Children ``<store>-team-<team>-...``."""
         if not bindings:
             raise ValueError(f"team '{team}': a grant binds at least one (namespace, service account)")
         prefix = f"{self._name}-team-{team}"
         team_bucket = self.bucket(f"{prefix}-bucket", bucket, purpose="team", team=team)
         ctx = self._ctx
-        statements = iam.bucket_statements("Team", [team_bucket.arn], "read-write", ctx.kms_key_arn, ctx.config.region)
         identities: list[PodIdentity] = []
-        role = aws.iam.Role(
-            f"{prefix}-role",
-            name=iam.role_name(ctx, f"team-{team}"),
-            description=f"mlplane {ctx.name}: team {team}'s workloads (its bucket only)",
-            assume_role_policy=iam.TRUST_POLICY,
-            max_session_duration=3600,
-            tags={**ctx.tags, "mlplane.dev/team": team},
-            opts=ctx.opts(self),
-        )
-        policy = aws.iam.RolePolicy(
-            f"{prefix}-policy", role=role.id, name="least-privilege",
-            policy=iam.policy_document(statements), opts=ctx.opts(self),
-        )
-        for namespace, service_account in bindings:
-            association = aws.eks.PodIdentityAssociation(
-                f"{prefix}-{namespace}-{service_account}",
-                cluster_name=ctx.cluster_name,
-                namespace=namespace,
-                service_account=service_account,
-                role_arn=role.arn,
-                tags={**ctx.tags, "mlplane.dev/team": team},
-                opts=ctx.opts(self, depends_on=[policy]),
+        for binding in bindings:
+            statements = list(binding.statements)
+            if binding.access is not None:
+                statements = [
+                    *iam.bucket_statements("Team", [team_bucket.arn], binding.access, ctx.kms_key_arn, ctx.config.region),
+                    *statements,
+                ]
+            role = iam.workload_role(
+                ctx, f"{prefix}-{binding.service_account}", parent=self, namespace=binding.namespace,
+                service_account=binding.service_account, statements=statements,
+                description=f"mlplane {ctx.name}: team {team}, pods of {binding.namespace}/{binding.service_account}",
             )
-            identities.append(PodIdentity(namespace=namespace, service_account=service_account, ready=(association,)))
-        return team_bucket.bucket, identities
+            identities.append(role.identity)
+        return team_bucket, identities
+
+
+@dataclass(frozen=True)
+class TeamBinding:
+    """One service account of a team and what its role may do."""
+
+    namespace: str
+    service_account: str
+    #: Access to the team's bucket (None: none).
+    access: BucketAccess | None = "read-write"
+    statements: Sequence[Mapping[str, Any]] = ()

@@ -10,7 +10,7 @@ import pytest
 from mlplane.backing.workload_identity import PodIdentity, bind
 from mlplane.config import ObjectStoreBuckets
 from mlplane.targets.aws import identity as iam
-from mlplane.targets.aws.object_storage import AwsObjectStorage, physical_name
+from mlplane.targets.aws.object_storage import AwsObjectStorage, TeamBinding, physical_name
 
 from aws_backing_mocks import (  # noqa: F401 (aws_mocks: the fixture)
     KMS_KEY, REGION, allows_wildcard_on_wildcard, aws_mocks, context, of_type, policy, run,
@@ -32,7 +32,8 @@ def render(throwaway: bool = False, bindings: bool = True):
         if bindings:
             out["identity"] = bind(store, f"{NAME}-mlflow", "mlplane-tracking", "mlflow", {"artifacts": "read-write"})
             out["team"] = store.grant_team(
-                "vision", "team-vision", [("vision", "team-runner"), ("vision-serving", "model-server")]
+                "vision", "team-vision",
+                [TeamBinding("vision", "team-runner"), TeamBinding("vision-serving", "model-server", "read-only")],
             )
         return out
 
@@ -41,10 +42,6 @@ def render(throwaway: bool = False, bindings: bool = True):
 
 def buckets(result):
     return of_type(result, BUCKET)
-
-
-def config_of(result, kind: str, bucket_name: str):
-    return [r for r in of_type(result, kind) if r.name.startswith(bucket_name)]
 
 
 def test_one_bucket_per_purpose_and_the_team_bucket():
@@ -217,7 +214,7 @@ def test_mlflow_role_is_scoped_to_the_artifacts_bucket_and_key():
 def test_no_role_allows_wildcard_actions_on_wildcard_resources():
     result, _ = render()
     policies = of_type(result, "aws:iam/rolePolicy:RolePolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3
     for record in policies:
         document = policy(record)
         assert not allows_wildcard_on_wildcard(document)
@@ -236,21 +233,28 @@ def test_read_only_access_cannot_write():
     assert not {"s3:PutObject", "s3:DeleteObject", "kms:GenerateDataKey"} & actions
 
 
-def test_team_role_reaches_only_the_team_bucket_and_binds_each_service_account():
+def test_team_roles_reach_only_the_team_bucket_and_bind_each_service_account():
     result, out = render()
     team_bucket = result.named(f"{NAME}-team-vision-bucket").inputs["bucket"]
     assert team_bucket.startswith("team-vision-")
-    document = policy(result.named(f"{NAME}-team-vision-policy"))
-    s3 = {r for s in document["Statement"] for r in s["Resource"] if r.startswith("arn:aws:s3")}
-    assert s3 == {f"arn:aws:s3:::{team_bucket}", f"arn:aws:s3:::{team_bucket}/*"}
+    for account in ("team-runner", "model-server"):
+        document = policy(result.named(f"{NAME}-team-vision-{account}-policy"))
+        s3 = {r for s in document["Statement"] for r in s["Resource"] if r.startswith("arn:aws:s3")}
+        assert s3 == {f"arn:aws:s3:::{team_bucket}", f"arn:aws:s3:::{team_bucket}/*"}
     associations = sorted(
         (r.inputs["namespace"], r.inputs["serviceAccount"])
         for r in of_type(result, "aws:eks/podIdentityAssociation:PodIdentityAssociation")
         if r.name.startswith(f"{NAME}-team-vision")
     )
     assert associations == [("vision", "team-runner"), ("vision-serving", "model-server")]
-    name, identities = out["team"]
+    _, identities = out["team"]
     assert [i.service_account for i in identities] == ["team-runner", "model-server"]
+
+
+def test_team_model_servers_only_read():
+    result, _ = render()
+    actions = {a for s in policy(result.named(f"{NAME}-team-vision-model-server-policy"))["Statement"] for a in s["Action"]}
+    assert "s3:GetObject" in actions and "s3:PutObject" not in actions
 
 
 def test_team_bucket_has_the_same_secure_defaults():
