@@ -33,6 +33,10 @@ class PlatformArgs:
     #: The team stacks this platform admits (see mlplane.services.team_access): each gets its namespaces
     #: and a scoped provisioning identity instead of the admin kubeconfig.
     teams: Sequence[TeamGrant] = ()
+    #: The work and serving namespaces of the admitted teams that use 'monitoring' (from their
+    #: configs: mlplane.program.scraped_team_namespaces): the platform Prometheus scrapes their
+    #: labelled pods (a team's model exporter) and records their models' metrics.
+    team_metrics_namespaces: Sequence[str] = ()
 
 
 class Platform(pulumi.ComponentResource):
@@ -151,6 +155,8 @@ class Platform(pulumi.ComponentResource):
                 # Flagger's checks (serving.progressive): the Prometheus Monitoring creates below.
                 prometheus_url=prometheus_internal_url(platform.name),
                 prometheus_pods=(f"{platform.name}-monitoring", platform.selector("monitoring", "prometheus")),
+                # Each admitted team's own controller for its progressive canaries.
+                teams=[(g.name, g.serving_namespace) for g in args.teams] if config.serving.progressive.enabled else (),
             ),
             after_gateway,
         )
@@ -166,6 +172,7 @@ class Platform(pulumi.ComponentResource):
                 prometheus_route=config.prometheus_route,
                 drift_alerts=any(m.drift for m in config.serving.models),
                 prometheus_clients=self.serving.prometheus_clients,
+                team_namespaces=tuple(args.team_metrics_namespaces),
             ),
             after_gateway,
         )

@@ -28,7 +28,7 @@ from mlplane.backing import registry_auth
 from mlplane.platform import Platform, PlatformArgs
 from mlplane.config.stack_files import InputError, project_dir, read_stack_config
 from mlplane.services.team_access import TeamGrant
-from mlplane.config.team import check_collisions, check_platform
+from mlplane.config.team import TeamConfig, check_collisions, check_platform
 from mlplane.config.team_stacks import other_teams, parse_team_stack, platform_of, stack_key_problems, team_stacks
 
 #: How a team stack's offboarding run treats the team's data (team_deployments.destroy sets it).
@@ -73,12 +73,18 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     names this stack (:func:`admitted_teams`).
     """
     stack_config = pulumi.Config(NAMESPACE)
+    scraped: list[str] = []
     if teams is None:
         try:
-            teams = admitted_teams(config, pulumi.get_stack(), project_dir())
+            configs = admitted_team_configs(config, pulumi.get_stack(), project_dir())
         except InputError:  # not in a project directory: no team stack files to admit
-            teams = []
-    platform = Platform(config.name, PlatformArgs(config=config, secret=stack_config.require_secret, teams=teams))
+            configs = []
+        teams = [grant_of(team, config) for team in configs]
+        scraped = scraped_team_namespaces(configs, config)
+    platform = Platform(
+        config.name,
+        PlatformArgs(config=config, secret=stack_config.require_secret, teams=teams, team_metrics_namespaces=scraped),
+    )
     pulumi.export("urls", platform.urls)
     if platform.kubeconfig is not None:
         pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
@@ -128,7 +134,12 @@ def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path)
     project naming it whose config is valid on ``platform`` (the others are reported by
     `mlplane validate --stack <them>`). Each gets its namespaces and a provisioning identity
     (mlplane.services.team_access); a team stack without one cannot deploy."""
-    grants = []
+    return [grant_of(team, platform) for team in admitted_team_configs(platform, platform_stack, project)]
+
+
+def admitted_team_configs(platform: PlatformConfig, platform_stack: str, project: Path) -> list[TeamConfig]:
+    """The configs of the teams :func:`admitted_teams` admits."""
+    configs = []
     for stack in team_stacks(project):
         try:
             team = parse_team_stack(stack, read_stack_config(stack))
@@ -136,9 +147,19 @@ def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path)
             continue
         if team.platform_stack.rsplit("/", 1)[-1] != platform_stack or check_platform(team, platform, TEAM_CONFIG_KEY):
             continue
-        work, serving = team.namespaces(platform.name)
-        grants.append(TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving))
-    return grants
+        configs.append(team)
+    return configs
+
+
+def grant_of(team: TeamConfig, platform: PlatformConfig) -> TeamGrant:
+    work, serving = team.namespaces(platform.name)
+    return TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving)
+
+
+def scraped_team_namespaces(teams: Sequence[TeamConfig], platform: PlatformConfig) -> list[str]:
+    """The namespaces of the teams that use 'monitoring' (they grant Prometheus pod discovery
+    there): the platform Prometheus scrapes their labelled pods (job 'team-pods')."""
+    return sorted(ns for team in teams if team.uses("monitoring") for ns in team.namespaces(platform.name))
 
 
 def run_team_stack() -> None:

@@ -223,9 +223,21 @@ def collect(s3: Any, bucket: str, namespace: str) -> str:
     return out.getvalue()
 
 
+def static_metrics(path: str | None) -> str:
+    """The static exposition of ``INFO_FILE`` (a team's model info series), or ''."""
+    if not path:
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
 def serve(env: dict[str, str]) -> int:
-    s3 = _s3()
-    bucket, namespace = env["BUCKET"], env["NAMESPACE"]
+    """Serve the drift results of ``NAMESPACE`` in ``BUCKET`` (when set) and the static exposition
+    of ``INFO_FILE`` (when set) on ``/metrics``."""
+    bucket, namespace = env.get("BUCKET"), env["NAMESPACE"]
+    s3 = _s3() if bucket else None
+    info_file = env.get("INFO_FILE")
     cache_seconds = float(env.get("CACHE_SECONDS", "30"))
     cache: dict[str, Any] = {"at": 0.0, "text": "", "ok": 1}
 
@@ -236,6 +248,9 @@ def serve(env: dict[str, str]) -> int:
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/healthz":
                 body = b"ok\n"
+            elif self.path.split("?")[0] == "/metrics" and s3 is None:
+                # Read on every scrape: a mounted ConfigMap changes in place.
+                body = static_metrics(info_file).encode()
             elif self.path.split("?")[0] == "/metrics":
                 if time.time() - cache["at"] > cache_seconds:
                     try:
@@ -245,7 +260,7 @@ def serve(env: dict[str, str]) -> int:
                         cache["ok"] = 0
                     cache["at"] = time.time()
                 up = f"# TYPE mlplane_drift_exporter_store_up gauge\nmlplane_drift_exporter_store_up {cache['ok']}\n"
-                body = (cache["text"] + up).encode()
+                body = (static_metrics(info_file) + cache["text"] + up).encode()
             else:
                 self.send_error(404)
                 return
@@ -257,7 +272,8 @@ def serve(env: dict[str, str]) -> int:
 
     port = int(env.get("EXPORTER_PORT", "9108"))
     server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    print(f"drift-exporter: :{port}/metrics from s3://{bucket}/{METRICS_PREFIX}/{namespace}/", flush=True)
+    source = f"s3://{bucket}/{METRICS_PREFIX}/{namespace}/" if bucket else "no store"
+    print(f"drift-exporter: :{port}/metrics from {source}{' and ' + info_file if info_file else ''}", flush=True)
     server.serve_forever()
     return 0
 

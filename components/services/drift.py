@@ -21,13 +21,14 @@ from __future__ import annotations
 import importlib.resources
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplane.core import kube
 from mlplane.config import DriftConfig, ModelConfig, ModelRef, duration_seconds
+from mlplane.services.tracking import MLFLOW_TELEMETRY_ENV
 
 #: Pods carrying this label reach the object store (NetworkPolicy ``inference-store-egress``).
 STORE_LABEL = "mlplane.dev/inference-store"
@@ -44,6 +45,11 @@ EXPORTER_PORT = 9108
 LOG_PREFIX = "inference"
 #: The bundled store's identity for inference logs (``<platform>-inference``).
 IDENTITY_SUFFIX = "inference"
+#: A team's exporter: its models' info series and, with drift, their drift results.
+TEAM_EXPORTER = "model-exporter"
+#: Where a team's exporter reads the static exposition of its models' info series.
+INFO_DIR = "/etc/mlplane/model-info"
+INFO_FILE = "models.prom"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,11 @@ class Inference:
     labels: Mapping[str, str]
     #: Labels that make a pod a Prometheus target in a team namespace (``mlplane.dev/scrape``).
     scrape_labels: Mapping[str, str] | None = None
+    #: Further env of the drift job (a team's ``MLFLOW_WORKSPACE``).
+    extra_env: Sequence[Mapping[str, Any]] = ()
+    #: The platform's monitoring namespace, whose Prometheus scrapes the exporter (default:
+    #: ``<platform.name>-monitoring``; a team's context is named after its work namespace).
+    monitoring_namespace: str | None = None
 
     def create(self, drift_models: bool) -> list[kube.ScrapeTarget]:
         """The Secret, scripts, egress policy and (with a drift model) the exporter; its scrape target."""
@@ -136,15 +147,17 @@ class Inference:
             {"name": "LOG_PREFIX", "value": LOG_PREFIX},
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            # The pinned MLflow image: the drift job's MLflow client sends no usage telemetry.
+            *MLFLOW_TELEMETRY_ENV,
         ]
 
     @staticmethod
     def scripts_volume() -> dict[str, Any]:
-        return {"name": "inference-scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP}}
+        return scripts_volume()
 
     @staticmethod
     def scripts_mount() -> dict[str, Any]:
-        return {"name": "inference-scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
+        return scripts_mount()
 
     # ------------------------------------------------------------------------- sidecar
 
@@ -211,6 +224,7 @@ class Inference:
                 {"name": "PSI_THRESHOLD", "value": format(cfg.thresholds.psi, "g")},
                 {"name": "SHARE_THRESHOLD", "value": format(cfg.thresholds.share, "g")},
                 {"name": "TMPDIR", "value": "/tmp"},
+                *(dict(env) for env in self.extra_env),
             ],
             # A Job's probes would only restart a run; the deadline bounds it instead.
             liveness=kube.exec_probe(["true"], period=60),
@@ -247,47 +261,80 @@ class Inference:
         )
 
     def _exporter(self) -> kube.ScrapeTarget:
-        labels = {**self.platform.labels("serving", EXPORTER), STORE_LABEL: "true", **(self.scrape_labels or {})}
-        selector = self.platform.selector("serving", EXPORTER)
-        container = kube.container(
-            EXPORTER,
-            self.platform.image("mlflow"),
-            kube_resources(),
-            command=["python", f"{SCRIPTS_DIR}/{DRIFT_SCRIPT}", "serve"],
-            env=[*self.store_env(), {"name": "EXPORTER_PORT", "value": str(EXPORTER_PORT)}],
-            ports=[("metrics", EXPORTER_PORT)],
-            liveness=kube.http_probe("/healthz", "metrics", period=15, failures=4),
-            readiness=kube.http_probe("/healthz", "metrics", period=10),
-            mounts=[self.scripts_mount(), {"name": "tmp", "mountPath": "/tmp"}],
+        return exporter(
+            self.prefix, self.platform, self.namespace, self.parent,
+            env=self.store_env(), extra_labels={STORE_LABEL: "true", **(self.scrape_labels or {})},
+            monitoring_namespace=self.monitoring_namespace or f"{self.platform.name}-monitoring",
         )
-        workload = kube.Workload(
-            containers=[container],
-            uid=10001,
-            fs_group=10001,
-            volumes=[self.scripts_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
-        )
-        k8s.apps.v1.Deployment(
-            f"{self.prefix}-drift-exporter",
-            metadata={
-                "name": EXPORTER,
-                "namespace": self.namespace,
-                "labels": labels,
-                "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
-            },
-            spec={"replicas": 1, "selector": {"matchLabels": selector}, "template": workload.template(labels)},
-            opts=pulumi.ResourceOptions(parent=self.parent),
-        )
-        kube.ingress_only_on(
-            f"{self.prefix}-drift-exporter-network-policy",
-            name=EXPORTER,
-            namespace=self.namespace,
-            labels=labels,
-            pods=selector,
-            port="metrics",
-            parent=self.parent,
-            sources=[kube.namespace_peer(f"{self.platform.name}-monitoring")],
-        )
-        return kube.ScrapeTarget(job="model-drift", namespace=self.namespace, selector=selector, port="metrics")
+
+
+def exporter(
+    prefix: str,
+    platform: kube.Platform,
+    namespace: pulumi.Input[str],
+    parent: pulumi.Resource,
+    *,
+    env: Sequence[Mapping[str, Any]],
+    extra_labels: Mapping[str, str],
+    monitoring_namespace: str,
+    name: str = EXPORTER,
+    info_config_map: pulumi.Input[str] | None = None,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> kube.ScrapeTarget:
+    """``Deployment/<name>`` serving the drift results of ``env``'s store (when it names one) and
+    the static exposition of ``info_config_map`` (key :data:`INFO_FILE`) on ``/metrics``, with an
+    ingress policy admitting the monitoring namespace only; returns its scrape target."""
+    labels = {**platform.labels("serving", name), **extra_labels}
+    selector = platform.selector("serving", name)
+    mounts = [scripts_mount(), {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [scripts_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
+    env = [*(dict(e) for e in env), {"name": "EXPORTER_PORT", "value": str(EXPORTER_PORT)}]
+    if info_config_map is not None:
+        mounts.append({"name": "info", "mountPath": INFO_DIR, "readOnly": True})
+        volumes.append({"name": "info", "configMap": {"name": info_config_map}})
+        env.append({"name": "INFO_FILE", "value": f"{INFO_DIR}/{INFO_FILE}"})
+    container = kube.container(
+        name,
+        platform.image("mlflow"),
+        kube_resources(),
+        command=["python", f"{SCRIPTS_DIR}/{DRIFT_SCRIPT}", "serve"],
+        env=env,
+        ports=[("metrics", EXPORTER_PORT)],
+        liveness=kube.http_probe("/healthz", "metrics", period=15, failures=4),
+        readiness=kube.http_probe("/healthz", "metrics", period=10),
+        mounts=mounts,
+    )
+    workload = kube.Workload(containers=[container], uid=10001, fs_group=10001, volumes=volumes)
+    k8s.apps.v1.Deployment(
+        f"{prefix}-{name}",
+        metadata={
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": kube.checkov_skips(kube.DIGEST_SKIP),
+        },
+        spec={"replicas": 1, "selector": {"matchLabels": selector}, "template": workload.template(labels)},
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+    )
+    kube.ingress_only_on(
+        f"{prefix}-{name}-network-policy",
+        name=name,
+        namespace=namespace,
+        labels=labels,
+        pods=selector,
+        port="metrics",
+        parent=parent,
+        sources=[kube.namespace_peer(monitoring_namespace)],
+    )
+    return kube.ScrapeTarget(job="model-drift", namespace=namespace, selector=selector, port="metrics")
+
+
+def scripts_volume() -> dict[str, Any]:
+    return {"name": "inference-scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP}}
+
+
+def scripts_mount() -> dict[str, Any]:
+    return {"name": "inference-scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
 
 
 def kube_resources() -> Any:

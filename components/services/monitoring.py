@@ -84,6 +84,10 @@ class MonitoringArgs:
     drift_alerts: bool = False
     #: Namespaces whose pods query Prometheus' API (Flagger's metric checks: Serving.prometheus_clients).
     prometheus_clients: Sequence[str] = ()
+    #: The work and serving namespaces of the admitted teams that use 'monitoring': their pods
+    #: labelled for scraping (a team's model exporter) are scraped by job 'team-pods', and the
+    #: team models' recording rules and the drift alerts are added.
+    team_namespaces: Sequence[str] = ()
 
 
 
@@ -194,10 +198,11 @@ class Monitoring(pulumi.ComponentResource):
 
         targets = list(args.scrape_targets)
         window = rate_window(cfg.scrape_interval)
-        rules_text = _dump(rules(args.models, args.config.alerts, window, args.drift_alerts))
+        teams = sorted(args.team_namespaces)
+        rules_text = _dump(rules(args.models, args.config.alerts, window, args.drift_alerts, teams=bool(teams)))
         data = pulumi.Output.all(*[pulumi.Output.from_input(t.namespace) for t in targets]).apply(
             lambda namespaces: {
-                CONFIG_FILE: _dump(prometheus_config(list(zip(targets, namespaces)), cfg)),
+                CONFIG_FILE: _dump(prometheus_config(list(zip(targets, namespaces)), cfg, teams)),
                 RULES_FILE: rules_text,
             }
         )

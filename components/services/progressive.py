@@ -182,12 +182,35 @@ ROLE_RULES: list[dict[str, Any]] = [
 class FlaggerArgs:
     config: ProgressiveDeliveryConfig
     platform: kube.Platform
-    #: The namespace whose Canaries Flagger runs (the serving namespace; it exists).
-    watch_namespace: str
+    #: The namespace whose Canaries Flagger runs (the serving namespace; it exists). None: the
+    #: platform serves no model, only teams' controllers run.
+    watch_namespace: str | None
     #: In-cluster URL of the platform Prometheus (the MetricTemplates name it too).
     prometheus_url: str
     #: The Prometheus pods (namespace, selector) the controller queries.
     prometheus_pods: tuple[str, Mapping[str, str]]
+    #: Admitted teams (name, serving namespace): each gets its own controller watching its
+    #: serving namespace (Flagger watches one namespace, or all with cluster-wide RBAC).
+    teams: Sequence[tuple[str, str]] = ()
+
+
+#: Role (and RoleBinding) of a team's Flagger controller in the team's serving namespace.
+TEAM_ROLE = "platform-flagger"
+
+
+#: Pod label of every team's controller: one scrape job (``flagger-teams``) finds them all.
+TEAM_CONTROLLER_LABEL = "mlplane.dev/flagger-team"
+TEAMS_JOB = "flagger-teams"
+
+
+def team_controller(team: str) -> str:
+    """Name of a team's controller (Deployment, ServiceAccount) in ``<platform>-flagger``."""
+    return f"{CONTROLLER}-team-{team}"
+
+
+def team_selector(platform: kube.Platform) -> dict[str, str]:
+    """The pods of every team's controller (the ``flagger-teams`` scrape job)."""
+    return {kube.PART_OF: platform.name, kube.COMPONENT: "serving", TEAM_CONTROLLER_LABEL: "true"}
 
 
 class Flagger(pulumi.ComponentResource):
@@ -215,30 +238,66 @@ class Flagger(pulumi.ComponentResource):
             )
             for doc in crd_documents()
         ]
+        kube.isolate_namespace(name, namespace=ns.metadata.name, labels=labels, parent=self)
+        #: Scrape targets of every controller (the platform's, then one per team).
+        self.scrape_targets: list[kube.ScrapeTarget] = []
+        self.scrape_target: kube.ScrapeTarget | None = None
+        if args.watch_namespace is not None:
+            self.scrape_target = self._controller(name, args, ns, CONTROLLER, args.watch_namespace, "role", "deployment")
+            self.scrape_targets.append(self.scrape_target)
+        for team, serving_namespace in sorted(args.teams):
+            self._controller(
+                f"{name}-team-{team}", args, ns, team_controller(team), serving_namespace, "role", "deployment",
+                role_name=TEAM_ROLE, extra_labels={TEAM_CONTROLLER_LABEL: "true", kube.TEAM_LABEL: team},
+            )
+        if args.teams:
+            self.scrape_targets.append(kube.ScrapeTarget(
+                job=TEAMS_JOB, namespace=self.namespace, selector=team_selector(platform), port="http"))
+        self.register_outputs({})
+
+    def _controller(
+        self,
+        name: str,
+        args: FlaggerArgs,
+        ns: k8s.core.v1.Namespace,
+        controller: str,
+        watch_namespace: str,
+        role_suffix: str,
+        deployment_suffix: str,
+        *,
+        role_name: str = CONTROLLER,
+        extra_labels: Mapping[str, str] | None = None,
+    ) -> kube.ScrapeTarget:
+        """One controller watching ``watch_namespace``: account, Role there, NetworkPolicies,
+        Deployment; children ``<name>-service-account``, ``-role``, ``-role-binding``,
+        ``-egress``, ``-network-policy``, ``-deployment``."""
+        platform, cfg = args.platform, args.config
+        labels = {**platform.labels("serving", controller), **(extra_labels or {})}
+        selector = platform.selector("serving", controller)
+        child = pulumi.ResourceOptions(parent=self)
         account = k8s.core.v1.ServiceAccount(
             f"{name}-service-account",
-            metadata={"name": CONTROLLER, "namespace": ns.metadata.name, "labels": labels},
+            metadata={"name": controller, "namespace": ns.metadata.name, "labels": labels},
             automount_service_account_token=False,
             opts=child,
         )
         role = k8s.rbac.v1.Role(
-            f"{name}-role",
-            metadata={"name": CONTROLLER, "namespace": args.watch_namespace, "labels": labels},
+            f"{name}-{role_suffix}",
+            metadata={"name": role_name, "namespace": watch_namespace, "labels": labels},
             rules=ROLE_RULES,
             opts=child,
         )
         binding = k8s.rbac.v1.RoleBinding(
-            f"{name}-role-binding",
-            metadata={"name": CONTROLLER, "namespace": args.watch_namespace, "labels": labels},
+            f"{name}-{role_suffix}-binding",
+            metadata={"name": role_name, "namespace": watch_namespace, "labels": labels},
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
             subjects=[{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": self.namespace}],
             opts=child,
         )
-        kube.isolate_namespace(name, namespace=ns.metadata.name, labels=labels, parent=self)
         prom_namespace, prom_selector = args.prometheus_pods
         kube.egress_only_to(
             f"{name}-egress",
-            name=f"{CONTROLLER}-egress",
+            name=f"{controller}-egress",
             namespace=ns.metadata.name,
             labels=labels,
             pods=selector,
@@ -250,7 +309,7 @@ class Flagger(pulumi.ComponentResource):
         )
         kube.ingress_only_on(
             f"{name}-network-policy",
-            name=CONTROLLER,
+            name=controller,
             namespace=ns.metadata.name,
             labels=labels,
             pods=selector,
@@ -263,7 +322,7 @@ class Flagger(pulumi.ComponentResource):
             platform.image("flagger"),
             cfg.resources,
             # No command: the image's ENTRYPOINT ["./flagger"] (the module's Dockerfile).
-            args=controller_args(args.watch_namespace, args.prometheus_url),
+            args=controller_args(watch_namespace, args.prometheus_url),
             ports=[("http", FLAGGER_PORT)],
             liveness=kube.http_probe("/healthz", "http", period=10),
             readiness=kube.http_probe("/healthz", "http", period=10),
@@ -272,9 +331,9 @@ class Flagger(pulumi.ComponentResource):
             containers=[container], uid=FLAGGER_UID, service_account=account.metadata.name, automount_token=True
         )
         k8s.apps.v1.Deployment(
-            f"{name}-deployment",
+            f"{name}-{deployment_suffix}",
             metadata={
-                "name": CONTROLLER,
+                "name": controller,
                 "namespace": ns.metadata.name,
                 "labels": labels,
                 "annotations": kube.checkov_skips(
@@ -291,8 +350,15 @@ class Flagger(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[binding, *self.crds]),
         )
-        self.scrape_target = kube.ScrapeTarget(job=CONTROLLER, namespace=self.namespace, selector=selector, port="http")
-        self.register_outputs({})
+        return kube.ScrapeTarget(job=controller, namespace=self.namespace, selector=selector, port="http")
+
+
+@dataclass(frozen=True)
+class TeamFlagger:
+    """A team's controller, run by the platform stack (``Flagger`` with ``teams``): the team
+    stack creates only the Canaries and MetricTemplates, after the platform installed the CRDs."""
+
+    crds: Sequence[pulumi.Resource] = ()
 
 
 def prometheus_port(url: str) -> int:
@@ -310,7 +376,7 @@ def model_objects(
     gateway: kube.GatewayRef,
     port: int,
     prometheus_url: str,
-    flagger: Flagger,
+    flagger: Flagger | TeamFlagger,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource],
 ) -> k8s.apiextensions.CustomResource:

@@ -38,8 +38,8 @@ def check_targets(targets: Sequence[kube.ScrapeTarget]) -> None:
                 f"scrape target job '{target.job}' must be a DNS label of at most 40 characters "
                 "(it names a Role in the target's namespace)"
             )
-        if target.job == SELF_JOB:
-            raise ValueError(f"scrape target job '{SELF_JOB}' is reserved for Prometheus itself")
+        if target.job in (SELF_JOB, TEAM_JOB):
+            raise ValueError(f"scrape target job '{target.job}' is reserved (Prometheus itself, team pods)")
         if target.job in seen:
             raise ValueError(f"scrape target job '{target.job}' is declared twice; jobs must be unique")
         seen.add(target.job)
@@ -90,14 +90,18 @@ def scrape_job(target: kube.ScrapeTarget, namespace: str) -> dict[str, Any]:
     }
 
 
-def prometheus_config(jobs: Sequence[tuple[kube.ScrapeTarget, str]], config: PrometheusConfig) -> dict[str, Any]:
-    """prometheus.yml: Prometheus itself plus one job per (target, resolved namespace)."""
+def prometheus_config(
+    jobs: Sequence[tuple[kube.ScrapeTarget, str]], config: PrometheusConfig, team_namespaces: Sequence[str] = ()
+) -> dict[str, Any]:
+    """prometheus.yml: Prometheus itself plus one job per (target, resolved namespace), and the
+    team pods' job when teams are scraped."""
     return {
         "global": {"scrape_interval": config.scrape_interval, "evaluation_interval": config.scrape_interval},
         "rule_files": [RULES_FILE],
         "scrape_configs": [
             {"job_name": SELF_JOB, "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}]},
             *(scrape_job(target, namespace) for target, namespace in jobs),
+            *([team_scrape_job(team_namespaces)] if team_namespaces else []),
         ],
     }
 
@@ -183,6 +187,65 @@ def alerting_rules(alerts: AlertsConfig, window: str) -> list[dict[str, Any]]:
     ]
 
 
+#: The job discovering team pods labelled ``mlplane.dev/scrape: metrics`` (port ``metrics``) in
+#: the namespaces of the admitted teams that use 'monitoring' (each grants Prometheus pod
+#: discovery there: mlplane.team.dashboard).
+TEAM_JOB = "team-pods"
+#: What a team's model exporter publishes per served model (mlplane.team.model_extras).
+TEAM_MODEL_INFO = "mlplane_team_model_info"
+#: Labels of a team model's info series, as published; ``namespace`` is the scraped pod's.
+TEAM_INFO_LABELS = ("namespace", "model", "registered_model", "version", "route", "canary_version", "canary_weight")
+
+
+def team_scrape_job(namespaces: Sequence[str]) -> dict[str, Any]:
+    """The scrape config of team pods: every pod labelled for scraping in those namespaces."""
+    target = kube.ScrapeTarget(job=TEAM_JOB, namespace="", selector={kube.SCRAPE: "metrics"}, port="metrics")
+    job = scrape_job(target, "")
+    job["kubernetes_sd_configs"][0]["namespaces"] = {"names": sorted(namespaces)}
+    return job
+
+
+def team_model_rules(window: str) -> list[dict[str, Any]]:
+    """Recording rules of every team model, from the info series its team's exporter publishes.
+
+    The info series is published by a pod the team controls, so the route is not taken from it:
+    ``envoy_cluster_name`` is rebuilt from the scraped pod's own namespace (set by Prometheus,
+    never by the pod) and the published route, so a team can only describe routes in its own
+    serving namespace. Every series is labelled ``namespace`` and ``model`` (platform models:
+    ``model`` only), so a team model never collides with a platform model of the same name.
+    """
+    keep = ", ".join(TEAM_INFO_LABELS)
+    info = (
+        f'max without (route_path) (label_replace(label_join(max by ({keep}) ({TEAM_MODEL_INFO}), '
+        f'"route_path", "/", "namespace", "route"), "envoy_cluster_name", "httproute/$1/rule/0", "route_path", "(.+)"))'
+    )
+    join = "max by (envoy_cluster_name, namespace, model) (mlplane:team_model_info)"
+
+    def per_model(metric: str, matcher: str = "", by: str = "namespace, model") -> str:
+        return (
+            f"sum by ({by}) (rate({metric}{{{matcher}}}[{window}]) "
+            f"* on (envoy_cluster_name) group_left (namespace, model) {join})"
+        )
+
+    requests = per_model("envoy_cluster_upstream_rq_total")
+    # As for platform models: 0 until Envoy creates the 5xx counter, not absent.
+    errors = (
+        f'{per_model("envoy_cluster_upstream_rq_xx", "envoy_response_code_class=" + chr(34) + "5" + chr(34))} '
+        "or on (namespace, model) (0 * max by (namespace, model) (mlplane:team_model_info))"
+    )
+    latency = f'histogram_quantile(0.99, {per_model("envoy_cluster_upstream_rq_time_bucket", by="namespace, model, le")}) / 1000'
+    return [
+        {"record": "mlplane:team_model_info", "expr": info},
+        {"record": "mlplane:model_info", "expr": "mlplane:team_model_info"},
+        {"record": "mlplane:team_model_request_rate", "expr": requests},
+        {"record": "mlplane:team_model_error_rate", "expr": errors},
+        {"record": "mlplane:model_request_rate", "expr": "mlplane:team_model_request_rate"},
+        {"record": "mlplane:model_error_rate", "expr": "mlplane:team_model_error_rate"},
+        {"record": "mlplane:model_error_ratio", "expr": "mlplane:team_model_error_rate / mlplane:team_model_request_rate"},
+        {"record": "mlplane:model_latency_p99_seconds", "expr": latency},
+    ]
+
+
 #: Labels identifying one drift result (drift_check.exposition).
 DRIFT_KEYS = "namespace, model, version"
 
@@ -219,13 +282,17 @@ def drift_rules(alerts: AlertsConfig) -> list[dict[str, Any]]:
 
 
 def rules(
-    models: Sequence[ServedModel], alerts: AlertsConfig, window: str, drift: bool = False
+    models: Sequence[ServedModel], alerts: AlertsConfig, window: str, drift: bool = False, teams: bool = False
 ) -> dict[str, Any]:
-    """The rules file: model recording rules (when there are models), then the alerts (and the
-    drift alerts when a model checks drift)."""
+    """The rules file: model recording rules (when there are models), the team models' rules
+    (when teams are scraped), then the alerts (and the drift alerts when a model checks drift or
+    teams are scraped: a team may turn drift on without a platform update)."""
     groups: list[dict[str, Any]] = []
     if models:
         groups.append({"name": "mlplane-models", "rules": [r for m in models for r in model_rules(m, window)]})
+    if teams:
+        groups.append({"name": "mlplane-team-models", "rules": team_model_rules(window)})
+    drift = drift or teams
     groups.append({"name": "mlplane-alerts", "rules": alerting_rules(alerts, window)})
     if drift:
         groups.append({"name": "mlplane-drift", "rules": drift_rules(alerts)})

@@ -93,6 +93,9 @@ class ServingArgs:
     #: metric checks for canaries in mode 'progressive' (None: progressive delivery is refused).
     prometheus_url: str | None = None
     prometheus_pods: tuple[str, Mapping[str, str]] | None = None
+    #: Admitted teams (name, serving namespace): with serving.progressive.enabled each gets its
+    #: own Flagger controller watching its serving namespace (progressive.FlaggerArgs.teams).
+    teams: Sequence[tuple[str, str]] = ()
 
 
 def model_uri(registered_model: str, ref: ModelRef) -> str:
@@ -129,6 +132,9 @@ class Serving(pulumi.ComponentResource):
             )
         if args.config.models:
             self._serve(name, args)
+        elif args.teams:
+            # No platform model: the controllers of the teams' progressive canaries only.
+            self._flagger(name, args, None, None)
         self.register_outputs({"urls": self.urls})
 
     def _serve(self, name: str, args: ServingArgs) -> None:
@@ -198,8 +204,11 @@ class Serving(pulumi.ComponentResource):
             )
 
 
-    def _flagger(self, name: str, args: ServingArgs, ns_name: str, ns: k8s.core.v1.Namespace) -> None:
-        """The Flagger controller watching the serving namespace (serving.progressive.enabled)."""
+    def _flagger(
+        self, name: str, args: ServingArgs, ns_name: str | None, ns: k8s.core.v1.Namespace | None
+    ) -> None:
+        """The Flagger controllers (serving.progressive.enabled): one watching the serving
+        namespace (``ns_name``, when the platform serves models), one per admitted team."""
         if not args.config.progressive.enabled:
             return
         if args.prometheus_url is None or args.prometheus_pods is None:
@@ -208,11 +217,11 @@ class Serving(pulumi.ComponentResource):
             f"{name}-flagger",
             progressive.FlaggerArgs(
                 config=args.config.progressive, platform=args.platform, watch_namespace=ns_name,
-                prometheus_url=args.prometheus_url, prometheus_pods=args.prometheus_pods,
+                prometheus_url=args.prometheus_url, prometheus_pods=args.prometheus_pods, teams=tuple(args.teams),
             ),
-            pulumi.ResourceOptions(parent=self, depends_on=[ns]),
+            pulumi.ResourceOptions(parent=self, depends_on=[ns] if ns is not None else []),
         )
-        self.scrape_targets.append(self.flagger.scrape_target)
+        self.scrape_targets.extend(self.flagger.scrape_targets)
         self.prometheus_clients.append(self.flagger.namespace)
 
     def _inference(
@@ -301,7 +310,7 @@ class ModelServer:
     #: Inference logging of the namespace (None: no model there logs requests).
     inference: drift.Inference | None = None
     #: The Flagger controller watching the namespace (None: mode 'progressive' is refused).
-    flagger: progressive.Flagger | None = None
+    flagger: progressive.Flagger | progressive.TeamFlagger | None = None
 
     @property
     def _namespace(self) -> pulumi.Input[str]:

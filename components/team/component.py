@@ -17,6 +17,7 @@ from mlplane.team.link import PlatformOutputs
 from mlplane.team.guardrails import Guardrails
 from mlplane.team.grants import Grants
 from mlplane.team.workloads import Workloads
+from mlplane.team.model_extras import ModelExtras
 from mlplane.team.dashboard import Dashboard
 
 
@@ -40,7 +41,7 @@ class TeamArgs:
 
 
 
-class Team(Guardrails, Grants, Workloads, Dashboard, pulumi.ComponentResource):
+class Team(Guardrails, Grants, Workloads, ModelExtras, Dashboard, pulumi.ComponentResource):
     """One team's environment on a shared platform (see the module docstring for what it holds).
 
     Outputs: ``namespaces`` (work and serving), ``bucket``, ``mlflow_workspace``, ``runner_label``

@@ -9,6 +9,7 @@ import yaml
 from mlplane.config import CiRunnersConfig
 from mlplane.core import kube
 from mlplane.services import ci_runners, routing, serving, team_access
+from mlplane.services.prometheus_config import prometheus_internal_url
 from mlplane.targets.local.registry import PULL_SECRET_NAME, PUSH_SECRET_NAME
 from mlplane.team.names import RUNNER_ACCOUNT, RUNNER_RULES, S3_SECRET
 
@@ -41,18 +42,23 @@ class Workloads:
             image_pull_secrets=(
                 ({"name": PULL_SECRET_NAME},) if cfg.uses("registry") and plat.registry.mode == "bundled" else ()
             ),
+            # The MetricTemplates of progressive canaries query the platform Prometheus.
+            prometheus_url=prometheus_internal_url(plat.name),
         )
         if args.config.auth.mode == "api-key":
             self.model_api_key = serving.api_key_secret(
                 f"{self._name}-serving-api-keys", self.serving.name, self._labels(serving.API_KEYS_SECRET), self
             )
+        # Logging, drift and progressive canaries (model_extras.py), each off unless a model sets it.
+        inference, flagger = self._inference(), self._team_flagger()
         for model in cfg.serving.models:
             served = serving.ModelServer(
                 self, f"{self._name}-serving", model, args, self.serving.name, None,
-                self._mlflow_secrets["serving"],
+                self._mlflow_secrets["serving"], inference, flagger,
             ).build()
             self.models.append(served)
             self.model_urls[model.name] = served.url
+        self._model_exporter(inference)
 
     # ------------------------------------------------------------------------------ runners
 

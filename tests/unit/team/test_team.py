@@ -112,6 +112,9 @@ def test_resource_names_type_token_and_parents_are_the_public_contract(two_teams
         "team-fraud-serving-scorer-deployment", "team-fraud-serving-scorer-service", "team-fraud-serving-scorer-hpa",
         "team-fraud-serving-scorer-pdb", "team-fraud-serving-scorer-route",
         "team-fraud-serving-api-keys", "team-fraud-serving-api-keys-key", "team-fraud-serving-scorer-security-policy",
+        # Its model exporter (service 'monitoring'): the model's info series for the platform Prometheus.
+        "team-fraud-serving-model-info", "team-fraud-serving-inference-scripts",
+        "team-fraud-serving-model-exporter", "team-fraud-serving-model-exporter-network-policy",
         "team-fraud-runner-github", "team-fraud-runner-job-template", "team-fraud-runner-account",
         "team-fraud-runner-role", "team-fraud-runner-role-binding", "team-fraud-runner-controller",
         "team-fraud-runner-scale-set",
