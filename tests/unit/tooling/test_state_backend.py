@@ -469,3 +469,11 @@ def test_good_input_and_the_region_from_the_environment():
 def test_the_regions_come_from_botocore():
     regions = sb.known_regions()
     assert "us-east-1" in regions["aws"] and "cn-north-1" in regions["aws-cn"]
+
+
+def test_the_documented_bootstrap_policy_is_the_one_the_code_names():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "state.md").read_text()
+    block = text.split("iam_policy() by tests/unit/tooling/test_state_backend.py. -->\n```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == sb.iam_policy()
