@@ -63,7 +63,7 @@ def aws_mocks(monkeypatch: pytest.MonkeyPatch) -> None:
     def call(self, args):  # type: ignore[no-untyped-def]
         if args.token == "aws:secretsmanager/getSecretVersion:getSecretVersion":
             secret = json.dumps({"username": "mlplane_admin", "password": MASTER_PASSWORD})
-            return {"arn": args.args.get("secretId"), "secretString": secret, "id": "x"}, None
+            return {"arn": args.args.get("secretId"), "secretString": secret, "id": "x"}
         return original_call(self, args)
 
     monkeypatch.setattr(render_engine._Mocks, "new_resource", new_resource)
