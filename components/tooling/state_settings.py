@@ -301,7 +301,7 @@ def denies_insecure_transport(statement: Mapping[str, Any], bucket_arn: str) -> 
     if not {"s3:*", "*"} & set(as_list(statement.get("Action"))):
         return False
     resources = set(as_list(statement.get("Resource")))
-    if "*" not in resources and not {bucket_arn, f"{bucket_arn}/*"} <= resources | ({bucket_arn, f"{bucket_arn}/*"} if f"{bucket_arn}*" in resources else set()):
+    if not ({"*", f"{bucket_arn}*"} & resources or {bucket_arn, f"{bucket_arn}/*"} <= resources):
         return False
     for operator, conditions in (statement.get("Condition") or {}).items():
         if operator.lower() != "bool" or not isinstance(conditions, dict):
