@@ -6,17 +6,15 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from mlplane.services import drift
 from mlplane.core import kube
 from mlplane.services.ci_runners import KUBERNETES_MODES, S3_SECRET, CiRunners, CiRunnersArgs
-from mlplane.targets.local.cluster import Cluster, ClusterArgs
 from mlplane.config import PlatformConfig
-from mlplane.backing.database import Database, DatabaseArgs
 from mlplane.services.monitoring import Monitoring, MonitoringArgs, prometheus_internal_url
-from mlplane.backing.object_storage import S3_PORT, SERVICE as S3_SERVICE, ObjectStorage, ObjectStorageArgs
-from mlplane.targets.local.registry import PUSH_SECRET_NAME, Registry, RegistryArgs, registry_egress
+from mlplane.targets.foundation import Foundation
+from mlplane.targets.local.foundation import LocalFoundation
+from mlplane.targets.local.registry import PUSH_SECRET_NAME
 from mlplane.services.routing import Routing, RoutingArgs
 from mlplane.services.serving import Serving, ServingArgs
 from mlplane.services.team_access import TeamGrant, Teams, TeamsArgs
@@ -39,6 +37,23 @@ class PlatformArgs:
     team_metrics_namespaces: Sequence[str] = ()
 
 
+def _foundation(name: str, config: PlatformConfig, protect: bool, parent: pulumi.Resource) -> Foundation:
+    """The target's foundation (mlplane.targets.foundation). The AWS one is imported only for
+    ``target: aws``: the local target never loads the AWS SDK."""
+    if config.target == "aws":
+        try:
+            from mlplane.targets.aws.foundation import AwsFoundation
+        except ModuleNotFoundError as error:
+            if error.name != "pulumi_aws":
+                raise
+            raise pulumi.RunError(
+                "target 'aws' needs the AWS SDK for Pulumi: install mlplane with its aws extra "
+                "(pip install 'mlplane[aws]')"
+            ) from None
+        return AwsFoundation(name, config, protect, parent)
+    return LocalFoundation(name, config, protect, parent)
+
+
 class Platform(pulumi.ComponentResource):
     """A complete MLOps platform.
 
@@ -51,14 +66,8 @@ class Platform(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transformations=[kube.drop_digest_exception])))
         config = self.config = args.config
         protect = not config.lifecycle.throwaway
-        child = pulumi.ResourceOptions(parent=self)
-
-        self.cluster = Cluster(
-            f"{name}-cluster",
-            ClusterArgs(config=config.cluster, platform_name=config.name, registry=config.registry, protect=protect),
-            child,
-        )
-        provider = k8s.Provider(f"{name}-kubernetes", **self.cluster.provider_args(), opts=child)
+        foundation = self.foundation = _foundation(name, config, protect, self)
+        provider = foundation.provider
         platform = kube.Platform(
             name=config.name,
             provider=provider,
@@ -68,25 +77,23 @@ class Platform(pulumi.ComponentResource):
             images=config.images,
         )
         within = pulumi.ResourceOptions(parent=self, providers=[provider])
+        foundation.install(name, platform, within)
 
         self.routing = Routing(
             f"{name}-routing",
             RoutingArgs(
                 config=config.routing,
                 platform=platform,
-                http_port=config.cluster.kind.http_port,
+                http_port=foundation.http_port,
+                exposure=foundation.exposure,
             ),
             within,
         )
         gateway = self.routing.gateway
         after_gateway = pulumi.ResourceOptions(parent=self, providers=[provider], depends_on=self.routing.ready)
 
-        self.storage = ObjectStorage(
-            f"{name}-storage",
-            ObjectStorageArgs(config=config.object_storage, platform=platform, gateway=gateway),
-            after_gateway,
-        )
-        self.database = Database(f"{name}-database", DatabaseArgs(config=config.database, platform=platform), within)
+        self.storage = foundation.object_storage(f"{name}-storage", platform, gateway, after_gateway)
+        self.database = foundation.database(f"{name}-database", platform, within)
         self.tracking = TrackingServer(
             f"{name}-tracking",
             TrackingArgs(
@@ -98,11 +105,7 @@ class Platform(pulumi.ComponentResource):
             ),
             after_gateway,
         )
-        self.registry = Registry(
-            f"{name}-registry",
-            RegistryArgs(config=config.registry, platform=platform, cluster=self.cluster),
-            within,
-        )
+        self.registry = foundation.registry(f"{name}-registry", platform, within)
         client = self.tracking.client_credentials()
         s3_credentials = self._runner_datasets(name, platform)
         self.runners = CiRunners(
@@ -112,11 +115,11 @@ class Platform(pulumi.ComponentResource):
                 platform=platform,
                 registry_pull_prefix=self.registry.pull_prefix,
                 registry_push_url=self.registry.cluster_push_url,
-                registry_insecure=config.registry.mode == "bundled",
+                registry_insecure=foundation.registry_insecure,
                 # The bundled registry: job pods get the platform's push credential (created
                 # below) and reach the registry's network on its two ports, nothing else.
                 registry_push_secret=PUSH_SECRET_NAME if self.registry.auth_secret is not None else None,
-                registry_egress=registry_egress(config) if config.registry.mode == "bundled" else None,
+                registry_egress=foundation.registry_egress(),
                 tracking_uri=self.tracking.internal_url,
                 tracking_username=client.username,
                 tracking_password=client.password,
@@ -124,11 +127,7 @@ class Platform(pulumi.ComponentResource):
                 # runner namespace's egress to SeaweedFS's S3 port only.
                 s3_credentials=s3_credentials,
                 s3_secret=S3_SECRET if s3_credentials is not None else None,
-                s3_egress=(
-                    {"to": [kube.pods_peer(f"{platform.name}-storage", platform.selector("storage", S3_SERVICE))],
-                     "ports": kube.tcp(S3_PORT)}
-                    if s3_credentials is not None else None
-                ),
+                s3_egress=foundation.s3_egress(platform) if s3_credentials is not None else None,
             ),
             within,
         )
@@ -178,7 +177,7 @@ class Platform(pulumi.ComponentResource):
         )
         self.uis: list[kube.Ui] = [ui for part in [*parts, self.monitoring] for ui in part.uis]
         self.urls = {ui.key: pulumi.Output.from_input(ui.url) for ui in self.uis}
-        self.kubeconfig = self.cluster.kubeconfig
+        self.kubeconfig = foundation.kubeconfig
         self.team_kubeconfigs = self._team_access(name, args.teams, platform)
         self.register_outputs({"urls": self.urls, "kubeconfig": self.kubeconfig})
 
@@ -206,13 +205,13 @@ class Platform(pulumi.ComponentResource):
         if not teams:
             return {}
         platform_namespaces = {f"{platform.name}-tracking", f"{platform.name}-monitoring"}
-        if self.config.object_storage.mode == "bundled":
+        if self.foundation.storage_in_cluster:
             platform_namespaces.add(f"{platform.name}-storage")
         access = Teams(
             f"{name}-teams",
             TeamsArgs(
-                teams=tuple(teams), platform=platform, admin_kubeconfig=self.cluster.kubeconfig,
-                admin_context=self.cluster.context, platform_namespaces=frozenset(platform_namespaces),
+                teams=tuple(teams), platform=platform, admin_kubeconfig=self.foundation.kubeconfig,
+                admin_context=self.foundation.context, platform_namespaces=frozenset(platform_namespaces),
             ),
             # The platform namespaces the team Roles live in exist first.
             pulumi.ResourceOptions(

@@ -95,6 +95,7 @@ class AwsNetworkConfig(_Model):
     cidr: Cidr = Field(default="10.40.0.0/16", description="IPv4 block of a created VPC (/16 to /20).")
     availability_zones: list[str] = Field(
         default_factory=list,
+        max_length=6,
         description=(
             "Zones of a created VPC (at least two, in the region). Empty: the region's 'a' and 'b' zones."
         ),
@@ -218,6 +219,17 @@ class EksConfig(_Model):
     existing: ExistingEksConfig | None = Field(
         default=None, description="Settings for mode 'existing' (required there)."
     )
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _autoscaler_release(cls, value: str) -> str:
+        if value not in versions.CLUSTER_AUTOSCALER_TAGS:
+            known = ", ".join(sorted(versions.CLUSTER_AUTOSCALER_TAGS))
+            raise ValueError(
+                f"'{value}' has no Cluster Autoscaler release pinned yet (its minor must match the "
+                f"cluster's); supported on AWS: {known}"
+            )
+        return value
 
     @field_validator("public_access_cidrs")
     @classmethod

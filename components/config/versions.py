@@ -89,6 +89,20 @@ IMAGES: dict[str, Image] = {
     "flagger": Image("ghcr.io", "fluxcd/flagger", "1.36.1"),
 }
 
+#: Images of the AWS target's cluster add-ons (components/targets/aws/addons.py). Kept apart from
+#: IMAGES: the local target never runs them, and the autoscaler's tag follows the cluster's minor.
+#: Cluster Autoscaler: its minor must match the cluster's (kubernetes/autoscaler README, "Releases").
+#: Seen: v1.34.4, v1.35.1, v1.36.0 as the per-minor defaults of a public Go operator's image switch;
+#: v1.35.2 pinned by digest (sha256:aac369dc283927a623deb1af54696efcc722ae79255aa07788422e495bab887d)
+#: and v1.36.1 in public deployment records. No 1.37 release was seen: EKS 1.37 is refused on AWS
+#: (config/aws.py) until one is pinned here. The Go module proxy refuses k8s.io/autoscaler/cluster-autoscaler.
+CLUSTER_AUTOSCALER_TAGS: dict[str, str] = {"1.34": "v1.34.4", "1.35": "v1.35.2", "1.36": "v1.36.1"}
+AWS_IMAGES: dict[str, Image] = {
+    "cluster-autoscaler": Image("registry.k8s.io", "autoscaling/cluster-autoscaler", CLUSTER_AUTOSCALER_TAGS[DEFAULT_KUBERNETES]),
+    # NVIDIA/k8s-device-plugin deployments/static/nvidia-device-plugin.yml (commit 1c3a10be) pins v0.17.1.
+    "nvidia-device-plugin": Image("nvcr.io", "nvidia/k8s-device-plugin", "v0.17.1"),
+}
+
 CHARTS: dict[str, Chart] = {
     "envoy-gateway": Chart("oci://docker.io/envoyproxy/gateway-helm", "v1.9.1"),
     "arc-controller": Chart(

@@ -173,6 +173,9 @@ class GatewayRef:
     #: The Gateway listeners routes attach to (``sectionName``): 'http', or the HTTPS listeners
     #: when TLS is on (mlplane.services.routing.route_listeners).
     listeners: tuple[str, ...] = ("http",)
+    #: TLS ends in front of the Gateway (a cloud load balancer with its certificate): routes
+    #: attach to the HTTP listener, but clients use https:// URLs.
+    edge_tls: bool = False
 
     @property
     def tls(self) -> bool:
@@ -187,7 +190,7 @@ class GatewayRef:
         return f"{prefix}.{self.domain}"
 
     def url(self, prefix: str) -> str:
-        if self.tls:
+        if self.tls or self.edge_tls:
             return f"https://{self.host(prefix)}"
         port = "" if self.http_port == 80 else f":{self.http_port}"
         return f"http://{self.host(prefix)}{port}"

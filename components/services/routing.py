@@ -12,7 +12,7 @@ certificates you bring, every route attaches to the HTTPS listeners only, and pl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -54,11 +54,24 @@ ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """How a target exposes the Gateway's Envoy Service, instead of the NodePort a kind cluster maps
+    (the AWS target: a network load balancer, mlplane.targets.aws.foundation)."""
+
+    #: The EnvoyProxy's ``provider.kubernetes.envoyService`` spec.
+    service: Mapping[str, Any]
+    #: TLS ends in front of the Gateway (the load balancer holds the certificate): UI URLs are https.
+    edge_tls: bool = False
+
+
+@dataclass(frozen=True)
 class RoutingArgs:
     config: RoutingConfig
     platform: kube.Platform
     #: Host port the Gateway is reached on (cluster.kind.http_port): used in UI URLs.
     http_port: int
+    #: None: the NodePort Service (:data:`HTTP_NODE_PORT`) kind maps to the host.
+    exposure: Exposure | None = None
 
 
 def _split_image(ref: str) -> tuple[str, str]:
@@ -109,7 +122,7 @@ def chart_values(config: RoutingConfig, platform: kube.Platform) -> dict[str, An
     }
 
 
-def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any]:
+def envoy_proxy_spec(config: RoutingConfig, platform_name: str, exposure: Exposure | None = None) -> dict[str, Any]:
     """EnvoyProxy spec: a NodePort Service on :data:`HTTP_NODE_PORT`, resources, restricted pods.
 
     Read-only root filesystems with a writable ``/tmp`` in both containers of the proxy pod.
@@ -169,7 +182,7 @@ def envoy_proxy_spec(config: RoutingConfig, platform_name: str) -> dict[str, Any
                         },
                     },
                 },
-                "envoyService": {
+                "envoyService": dict(exposure.service) if exposure is not None else {
                     "type": "NodePort",
                     "externalTrafficPolicy": "Cluster",
                     "patch": {
@@ -318,6 +331,7 @@ class Routing(pulumi.ComponentResource):
             http_port=args.http_port,
             proxy_namespace=cfg.proxy_namespace,
             listeners=route_listeners(cfg),
+            edge_tls=args.exposure is not None and args.exposure.edge_tls,
         )
         self.ready: list[pulumi.Resource] = [controller, gateway_class, gateway]
         self.scrape_targets = [
@@ -350,7 +364,7 @@ class Routing(pulumi.ComponentResource):
             api_version=ENVOY_GATEWAY_API,
             kind="EnvoyProxy",
             metadata={"name": PROXY_CONFIG, "namespace": ns_name, "labels": labels},
-            spec=envoy_proxy_spec(cfg, platform.name),
+            spec=envoy_proxy_spec(cfg, platform.name, args.exposure),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[chart]),
         )
         gateway_class = k8s.apiextensions.CustomResource(
