@@ -141,3 +141,13 @@ def test_no_credentials_exits_1_with_a_clear_message(env):
 def test_the_state_commands_are_listed(env):
     done = subprocess.run([sys.executable, "-m", "mlplane", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert "state" in done.stdout
+
+
+def test_a_profile_is_used_and_written_into_both_urls(env, tmp_path):
+    (tmp_path / "credentials").write_text("[state]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    done = mlplane(env, "bootstrap", "--bucket", "cli-state-profile", "--profile", "state", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["backend_url"] == "s3://cli-state-profile?region=eu-west-1&profile=state"
+    assert report["secrets_provider"] == "awskms://alias/cli-state-profile?region=eu-west-1&profile=state"

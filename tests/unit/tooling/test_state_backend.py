@@ -477,3 +477,21 @@ def test_the_documented_bootstrap_policy_is_the_one_the_code_names():
     text = (Path(__file__).resolve().parents[3] / "docs" / "state.md").read_text()
     block = text.split("iam_policy() by tests/unit/tooling/test_state_backend.py. -->\n```json\n", 1)[1].split("```", 1)[0]
     assert json.loads(block) == sb.iam_policy()
+
+
+def test_a_users_own_whole_bucket_rule_satisfies_the_lifecycle(aws):
+    rule = {"ID": "theirs", "Filter": {}, "Status": "Enabled", "NoncurrentVersionExpiration": {"NoncurrentDays": 365},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}
+    weak_bucket(aws, rules=[rule])
+    rows = {row.setting: row for row in sb.run(req(no_kms=True), "check", session=aws).rows}
+    assert rows["lifecycle: noncurrent versions"].status == "ok" and "365 days (rule theirs)" in rows["lifecycle: noncurrent versions"].found
+    assert rows["lifecycle: incomplete uploads"].status == "ok"
+    narrower = {**rule, "ID": "logs", "Filter": {"Prefix": "logs/"}}
+    aws.client("s3").put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [narrower]})
+    rows = {row.setting: row for row in sb.run(req(no_kms=True), "check", session=aws).rows}
+    assert rows["lifecycle: noncurrent versions"].status == "advice"
+
+
+def test_check_never_fixes():
+    with pytest.raises(ValueError):
+        sb.run(req(), "check", fix=True)
