@@ -160,10 +160,11 @@ class _Run:
         ref = self.req.key_ref
         assert ref is not None
         rows = self.report.rows
+        label = f"--kms-key {ref}" if self.req.kms_key else f"the KMS key {ref} (the default of --kms-key)"
         meta = self.describe(ref)
         if meta is None:
             if not ref.startswith("alias/"):
-                raise StateBackendError(f"--kms-key {ref}: no such key in {self.req.region} for account {self.report.account} "
+                raise StateBackendError(f"{label}: no such key in {self.req.region} for account {self.report.account} "
                                         "(only an alias/NAME is created when missing)")
             if not create:
                 rows.append(Row("kms key", "weak", "no such alias", f"{ref} (symmetric, enabled; created by --fix)"))
@@ -191,7 +192,7 @@ class _Run:
         if meta.get("KeyManager") == "AWS":
             problems.append("it is an AWS managed key")
         if problems:
-            raise StateBackendError(f"--kms-key {ref}: {' and '.join(problems)}; S3 default encryption and Pulumi's awskms "
+            raise StateBackendError(f"{label}: {' and '.join(problems)}; S3 default encryption and Pulumi's awskms "
                                     "secrets provider need an enabled customer managed symmetric ENCRYPT_DECRYPT key")
         rows.append(Row("kms key", "ok", f"{ref} -> {meta['Arn']}", f"{ref} (symmetric, enabled)"))
         self.rotation(meta)
