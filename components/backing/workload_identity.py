@@ -67,7 +67,7 @@ class BindsWorkloads(Protocol):
     ) -> PodIdentity:
         """A role allowed ``buckets`` (purpose -> access; see :data:`PURPOSES`) and ``statements``
         (further IAM statements, e.g. the registry's push), bound to ``service_account`` in
-        ``namespace``; children of the store named ``<name>-...``."""
+        ``namespace``; children of the store named ``<store name>-<name>-...``."""
         ...
 
 

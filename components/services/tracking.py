@@ -20,6 +20,7 @@ from mlplane.core import kube
 from mlplane.config import TrackingConfig
 from mlplane.backing.database import Database
 from mlplane.backing.object_storage import CREDENTIALS_DIGEST, ObjectStorage, content_digest
+from mlplane.backing import workload_identity
 
 TYPE = "mlplane:tracking:TrackingServer"
 #: The MLflow image has no USER (it would run as root): mlplane runs it as this high UID.
@@ -172,6 +173,15 @@ class TrackingServer(pulumi.ComponentResource):
         self._selector = platform.selector("tracking", SERVICE)
         self.url = pulumi.Output.from_input(args.gateway.url(SERVICE))
         self.internal_url = pulumi.Output.concat("http://", SERVICE, ".", self.namespace, f".svc.cluster.local:{PORT}")
+        # A store that binds workloads (S3 on AWS): the server runs as its own service account,
+        # bound to a role limited to the artifacts bucket, and holds no keys. Otherwise: keys.
+        self._identity = workload_identity.bind(
+            args.storage, SERVICE, ns_name, SERVICE, {"artifacts": "read-write"}
+        )
+        if self._identity is not None:
+            workload_identity.service_account(
+                f"{name}-service-account", self._identity, self._labels, parent=self, namespace=self.namespace
+            )
 
         server_data = self._server_data(name, args)
         server_secret = self._secret(f"{name}-server-secret", SERVER_SECRET, server_data)
@@ -267,7 +277,7 @@ class TrackingServer(pulumi.ComponentResource):
             namespace=self.namespace,
             labels=self._labels,
             pods=self._selector,
-            rules=[database, storage],
+            rules=[database, storage, *([self._identity.egress()] if self._identity is not None else [])],
             parent=self,
         )
         if not self._auth:
@@ -299,11 +309,10 @@ class TrackingServer(pulumi.ComponentResource):
     def _server_data(self, name: str, args: TrackingArgs) -> dict[str, pulumi.Input[str]]:
         """Everything the server reads from its Secret: store URI, S3 keys, auth settings."""
         database_uri = backend_store_uri(args.database)
-        data: dict[str, pulumi.Input[str]] = {
-            "backend-store-uri": database_uri,
-            "aws-access-key-id": args.storage.mlflow_access_key_id,
-            "aws-secret-access-key": args.storage.mlflow_secret_access_key,
-        }
+        data: dict[str, pulumi.Input[str]] = {"backend-store-uri": database_uri}
+        if self._identity is None:
+            data["aws-access-key-id"] = args.storage.mlflow_access_key_id
+            data["aws-secret-access-key"] = args.storage.mlflow_secret_access_key
         if args.config.auth:
             admin_password = self._password(f"{name}-admin-password")
             data["admin-password"] = admin_password
@@ -336,8 +345,14 @@ class TrackingServer(pulumi.ComponentResource):
             kube.secret_env("MLFLOW_BACKEND_STORE_URI", secret_name, "backend-store-uri"),
             {"name": "MLFLOW_S3_ENDPOINT_URL", "value": args.storage.endpoint},
             {"name": "AWS_DEFAULT_REGION", "value": args.storage.region},
-            kube.secret_env("AWS_ACCESS_KEY_ID", secret_name, "aws-access-key-id"),
-            kube.secret_env("AWS_SECRET_ACCESS_KEY", secret_name, "aws-secret-access-key"),
+            *(
+                [
+                    kube.secret_env("AWS_ACCESS_KEY_ID", secret_name, "aws-access-key-id"),
+                    kube.secret_env("AWS_SECRET_ACCESS_KEY", secret_name, "aws-secret-access-key"),
+                ]
+                if self._identity is None
+                else []
+            ),
             {"name": "HOME", "value": "/tmp"},
             *MLFLOW_TELEMETRY_ENV,
         ]
@@ -397,7 +412,8 @@ class TrackingServer(pulumi.ComponentResource):
             mounts=[{"name": "metrics", "mountPath": METRICS_DIR, "readOnly": True}],
         )
         template = kube.Workload(
-            containers=[server, exporter], uid=MLFLOW_UID, fs_group=MLFLOW_UID, volumes=volumes
+            containers=[server, exporter], uid=MLFLOW_UID, fs_group=MLFLOW_UID, volumes=volumes,
+            service_account=self._identity.service_account if self._identity is not None else None,
         ).template(self._labels)
         # Rolls the pod when a Secret it reads at start changes.
         template["metadata"]["annotations"] = {CREDENTIALS_DIGEST: digest}
@@ -415,7 +431,10 @@ class TrackingServer(pulumi.ComponentResource):
                 "template": template,
             },
             # The buckets and MLflow's S3 identity exist before the first artifact upload.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.storage.ready),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.storage.ready, *(self._identity.ready if self._identity is not None else ())],
+            ),
         )
 
     def _reader(

@@ -233,12 +233,13 @@ class AwsObjectStorage(pulumi.ComponentResource):
         statements: Sequence[Mapping[str, Any]] = (),
     ) -> PodIdentity:
         """A role limited to ``buckets`` (and ``statements``), bound to the service account by EKS
-        Pod Identity (:func:`mlplane.targets.aws.identity.workload_role`); children of this store."""
+        Pod Identity (:func:`mlplane.targets.aws.identity.workload_role`); children of this store
+        named ``<store>-<name>-...``."""
         unknown = set(buckets) - set(self.bucket_arns)
         if unknown:
             raise ValueError(f"{name}: unknown bucket purpose(s) {sorted(unknown)}; known: {sorted(self.bucket_arns)}")
         role = iam.workload_role(
-            self._ctx, name, parent=self, namespace=namespace, service_account=service_account,
+            self._ctx, f"{self._name}-{name}", parent=self, namespace=namespace, service_account=service_account,
             statements=[*self.statements(buckets), *statements],
             description=f"mlplane {self._ctx.name}: pods of {namespace}/{service_account}",
         )

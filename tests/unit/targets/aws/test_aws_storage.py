@@ -30,7 +30,7 @@ def render(throwaway: bool = False, bindings: bool = True):
             "artifacts": store.artifacts_bucket, "namespace": store.namespace,
         }
         if bindings:
-            out["identity"] = bind(store, f"{NAME}-mlflow", "mlplane-tracking", "mlflow", {"artifacts": "read-write"})
+            out["identity"] = bind(store, "mlflow", "mlplane-tracking", "mlflow", {"artifacts": "read-write"})
             out["team"] = store.grant_team(
                 "vision", "team-vision",
                 [TeamBinding("vision", "team-runner"), TeamBinding("vision-serving", "model-server", "read-only")],
@@ -224,7 +224,7 @@ def test_no_role_allows_wildcard_actions_on_wildcard_resources():
 def test_read_only_access_cannot_write():
     def build():
         store = AwsObjectStorage(NAME, context(), ObjectStoreBuckets(), False)
-        bind(store, f"{NAME}-ci", "mlplane-runners", "ci-job", {"datasets": "read-only"})
+        bind(store, "ci", "mlplane-runners", "ci-job", {"datasets": "read-only"})
         return {}
 
     result, _ = run(build)
@@ -268,7 +268,7 @@ def test_team_bucket_has_the_same_secure_defaults():
 def test_bind_refuses_an_unknown_purpose():
     def build():
         store = AwsObjectStorage(NAME, context(), ObjectStoreBuckets(), False)
-        bind(store, f"{NAME}-x", "ns", "sa", {"secrets": "read-write"})  # type: ignore[dict-item]
+        bind(store, "x", "ns", "sa", {"secrets": "read-write"})  # type: ignore[dict-item]
         return {}
 
     with pytest.raises(ValueError, match="bucket purpose 'secrets' is not one of artifacts, datasets, models"):
