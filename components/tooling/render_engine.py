@@ -7,6 +7,7 @@ imports this module when it runs a program.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Mapping
 
 import pulumi
@@ -33,10 +34,95 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     return value
 
 
+#: The account, partition and region an offline render of an AWS stack pretends to run in: AWS
+#: computes ARNs, ids and endpoints at creation, and the stand-ins below keep them plausible (so
+#: policies, URIs and kubeconfigs resolve); their values are not the real ones.
+AWS_ACCOUNT = "123456789012"
+AWS_PARTITION = "aws"
+AWS_ZONE_SUFFIXES = ("a", "b", "c")
+
+
+def _aws_region(inputs: dict[str, Any]) -> str:
+    return str(inputs.get("region") or "us-east-1")
+
+
+def _aws_computed(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
+    """Stand-ins for what AWS computes at creation (ARNs, ids, endpoints) per resource type."""
+    account, service = AWS_ACCOUNT, typ.split(":")[1].split("/")[0]
+    named = str(inputs.get("name") or name)
+    if typ == "aws:s3/bucket:Bucket":
+        bucket = str(inputs.get("bucket") or name)
+        return {"arn": f"arn:aws:s3:::{bucket}", "id": bucket, "bucket": bucket}
+    if typ == "aws:iam/role:Role":
+        return {"arn": f"arn:aws:iam::{account}:role/{named}", "id": named, "name": named}
+    if typ == "aws:kms/key:Key":
+        return {"arn": f"arn:aws:kms:{region}:{account}:key/{name}", "keyId": name}
+    if typ == "aws:ec2/vpc:Vpc":
+        return {"arn": f"arn:aws:ec2:{region}:{account}:vpc/{name}", "cidrBlock": inputs.get("cidrBlock")}
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+        return {"arn": f"arn:aws:ec2:{region}:{account}:launch-template/{name}", "latestVersion": 1}
+    if typ == "aws:eks/cluster:Cluster":
+        return {
+            "arn": f"arn:aws:eks:{region}:{account}:cluster/{named}",
+            "name": named,
+            "endpoint": f"https://{named.upper()}0000000000.gr7.{region}.eks.amazonaws.com",
+            "certificateAuthority": {"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="},
+            "vpcConfig": {**(inputs.get("vpcConfig") or {}), "clusterSecurityGroupId": f"sg-{name}"},
+        }
+    if typ == "aws:ecr/repository:Repository":
+        return {
+            "arn": f"arn:aws:ecr:{region}:{account}:repository/{named}",
+            "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{named}",
+            "registryId": account,
+        }
+    if typ == "aws:rds/instance:Instance":
+        identifier = str(inputs.get("identifier") or name)
+        return {
+            "address": f"{identifier}.abcdefghij.{region}.rds.amazonaws.com",
+            "endpoint": f"{identifier}.abcdefghij.{region}.rds.amazonaws.com:5432",
+            "arn": f"arn:aws:rds:{region}:{account}:db:{identifier}",
+            "masterUserSecrets": [
+                {"secretArn": f"arn:aws:secretsmanager:{region}:{account}:secret:rds!{identifier}", "secretStatus": "active"}
+            ],
+        }
+    if typ.startswith("aws:") and typ != "pulumi:providers:aws":
+        return {"arn": f"arn:aws:{service}:{region}:{account}:{name}"}
+    return {}
+
+
+def _aws_call(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """Stand-ins for the AWS data sources the AWS target reads (account, partition, adopted VPC
+    and cluster, the database's managed secret); None: not an AWS call."""
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        return {"accountId": AWS_ACCOUNT, "arn": f"arn:aws:iam::{AWS_ACCOUNT}:user/offline-render", "userId": "OFFLINE", "id": AWS_ACCOUNT}
+    if token == "aws:index/getPartition:getPartition":
+        return {"partition": AWS_PARTITION, "dnsSuffix": "amazonaws.com", "id": AWS_PARTITION}
+    if token == "aws:ec2/getVpc:getVpc":
+        return {"id": args.get("id"), "cidrBlock": "10.0.0.0/16 (looked up at deployment)"}
+    if token == "aws:eks/getCluster:getCluster":
+        cluster = str(args.get("name"))
+        return {
+            "id": cluster,
+            "name": cluster,
+            "endpoint": f"https://{cluster.upper()}0000000000.eks.amazonaws.com (looked up at deployment)",
+            "certificateAuthorities": [{"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="}],
+            "vpcConfig": {"clusterSecurityGroupId": f"sg-{cluster}-cluster (looked up at deployment)"},
+        }
+    if token == "aws:secretsmanager/getSecretVersion:getSecretVersion":
+        return {
+            "id": args.get("secretId"),
+            "arn": args.get("secretId"),
+            "secretString": json.dumps({"username": "mlplane_admin", "password": stand_in_secret(str(args.get("secretId")), 32)}),
+        }
+    return None
+
+
 class _Mocks(pulumi.runtime.Mocks):
     def __init__(self, stack_references: Mapping[str, StackOutputs] | None = None):
         #: Fully qualified stack name -> its outputs, for StackReferences.
         self.stack_references = dict(stack_references or {})
+        #: The region of the last AWS provider registered (ARNs and endpoints name it).
+        self.aws_region = "us-east-1"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = _unwrap(args.inputs, "", set())
@@ -53,14 +139,24 @@ class _Mocks(pulumi.runtime.Mocks):
             state.update(result=value, id=value)
         elif args.typ == "command:local:Command":
             state.update(stdout="", stderr="")
+        elif args.typ.startswith("aws:"):
+            computed = _aws_computed(args.typ, args.name, inputs, self.aws_region)
+            resource_id = computed.pop("id", None)
+            state.update(computed)
+            if resource_id is not None:
+                return str(resource_id), state
+        elif args.typ == "pulumi:providers:aws":
+            self.aws_region = _aws_region(inputs)
         elif args.typ.startswith("kubernetes:") and "metadata" in inputs:
             meta = dict(inputs.get("metadata") or {})
             meta.setdefault("name", args.name)
             state["metadata"] = meta
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
+        if args.token.startswith("aws:"):
+            return _aws_call(args.token, _unwrap(args.args, "", set())) or {}, []
+        return {}, []
 
 
 def _is_sdk_type_alias(alias: Any) -> bool:

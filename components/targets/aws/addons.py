@@ -49,7 +49,8 @@ DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 class ClusterAddonsArgs:
     config: AwsConfig
     platform: kube.Platform
-    cluster_name: pulumi.Input[str]
+    #: The EKS cluster's name (known from the config: the platform's, or the adopted one's).
+    cluster_name: str
     kms_key_arn: pulumi.Input[str]
 
 
@@ -173,7 +174,7 @@ class ClusterAddons(pulumi.ComponentResource):
             autoscaler_image(args.config, platform),
             AUTOSCALER_RESOURCES,
             command=["./cluster-autoscaler"],
-            args=pulumi.Output.from_input(args.cluster_name).apply(autoscaler_args),  # type: ignore[arg-type]
+            args=autoscaler_args(args.cluster_name),
             env=[{"name": "AWS_REGION", "value": args.config.region}],
             ports=[("http", AUTOSCALER_PORT)],
             liveness=probe,
