@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlplane.tooling import checks, footprint, progress
+from mlplane.tooling import checks, cost, footprint, progress
 from mlplane import policies
 from mlplane.config import versions
 from mlplane.config import PlatformConfig
@@ -109,6 +109,8 @@ class Plan:
     schema_findings: list[checks.Finding]
     evaluation: policies.Evaluation
     usage: dict[str, footprint.Usage]
+    #: The estimated monthly cost; None for a stack without cloud resources (the local target).
+    estimate: cost.Estimate | None = None
 
     @property
     def failed(self) -> bool:
@@ -157,6 +159,7 @@ class Plan:
                 "components": {k: v.as_json() for k, v in sorted(self.usage.items())},
                 "total": self.total.as_json(),
             },
+            **({"cost": self.estimate.as_json()} if self.estimate is not None else {}),
             "components": [
                 {
                     "type": group.type,
@@ -218,6 +221,7 @@ def check(stack: str, source_label: str, capture: Capture, view: policies.Stack,
         evaluation=evaluation,
         # Only components this render holds: a team render has none of the platform's charts.
         usage={k: v for k, v in footprint.measure(capture, platform).items() if k in rendered or k == "other"},
+        estimate=cost.estimate(capture, region=platform.aws.region if platform.aws is not None else None),
     )
 
 
@@ -317,6 +321,7 @@ class _Report:
         lines += self.summary() + [""]
         lines += self.violations()
         lines += self.schema()
+        lines += cost.markdown(self.plan.estimate, _cell)
         lines += self.policy_table()
         lines += self.footprint()
         lines += self.components()
@@ -371,6 +376,8 @@ class _Report:
                 f"CPU {total.cpu_request_m}m, memory {_gib(total.memory_request)}, storage {_gib(total.storage)}",
             ],
         ]
+        if plan.estimate is not None:
+            rows.append(["cost (estimated)", plan.estimate.headline()])
         return _table(["check", "result"], rows)
 
     def violations(self) -> list[str]:

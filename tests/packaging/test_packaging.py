@@ -38,7 +38,7 @@ VERSION = PYPROJECT["project"]["version"]
 DATA_FILES = sorted(
     [f"dashboards/{p.name}" for p in (ROOT / "components" / "dashboards").glob("*.json")]
     + [f"scripts/{p.name}" for p in (ROOT / "components" / "scripts").glob("*.sh")]
-    + ["crds/flagger.yaml", "policypack/PulumiPolicy.yaml", "policypack/__main__.py", "py.typed"]
+    + ["crds/flagger.yaml", "policypack/PulumiPolicy.yaml", "policypack/__main__.py", "pricing/aws.json", "py.typed"]
 )
 #: Every module of every subpackage (the scripts shipped into pods among them).
 MODULES = sorted(
