@@ -65,9 +65,10 @@ def tls_only_policy(bucket_arn: str) -> str:
 
 
 def physical_name(configured: str, suffix: str) -> str:
-    """``<configured>-<suffix>`` within S3's 63 characters (the configured part shortened)."""
+    """``<configured>-<suffix>`` within S3's 63 characters (the configured part shortened); S3
+    names are lower case (the suffix is generated so; an offline render's stand-in may not be)."""
     head = configured[: BUCKET_NAME_MAX - len(suffix) - 1].rstrip("-.")
-    return f"{head}-{suffix}"
+    return f"{head}-{suffix.lower()}"
 
 
 class AwsObjectStorage(pulumi.ComponentResource):

@@ -62,6 +62,10 @@ def test_physical_name_fits_63_characters():
     assert physical_name("a" * 63, "abcdefgh").endswith("-abcdefgh")
 
 
+def test_physical_name_is_lower_case():
+    assert physical_name("mlplane-artifacts", "TPAR22dd") == "mlplane-artifacts-tpar22dd"
+
+
 @pytest.mark.parametrize("flag", ["block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"])
 def test_all_four_public_access_blocks(flag):
     result, _ = render()
