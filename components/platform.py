@@ -202,6 +202,8 @@ class Platform(pulumi.ComponentResource):
         self, name: str, teams: Sequence[TeamGrant], platform: kube.Platform
     ) -> dict[str, pulumi.Output[str]]:
         """Each admitted team's namespaces and identity; team name -> kubeconfig (secret)."""
+        #: Team name -> the credentials its grants generated (mlplane.services.team_grants).
+        self.team_credentials: dict[str, dict[str, pulumi.Output[str]]] = {}
         if not teams:
             return {}
         platform_namespaces = {f"{platform.name}-tracking", f"{platform.name}-monitoring"}
@@ -212,6 +214,7 @@ class Platform(pulumi.ComponentResource):
             TeamsArgs(
                 teams=tuple(teams), platform=platform, admin_kubeconfig=self.foundation.kubeconfig,
                 admin_context=self.foundation.context, platform_namespaces=frozenset(platform_namespaces),
+                tracking_uri=self.tracking.internal_url,
             ),
             # The platform namespaces the team Roles live in exist first.
             pulumi.ResourceOptions(
@@ -227,4 +230,5 @@ class Platform(pulumi.ComponentResource):
                 labels={**platform.labels("registry", "team-credentials"), kube.TEAM_LABEL: grant.name},
                 parent=self, depends_on=[access],
             )
+        self.team_credentials = access.credentials
         return access.kubeconfigs

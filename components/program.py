@@ -28,11 +28,10 @@ from mlplane.backing import registry_auth
 from mlplane.platform import Platform, PlatformArgs
 from mlplane.config.stack_files import InputError, project_dir, read_stack_config
 from mlplane.services.team_access import TeamGrant
+from mlplane.services.team_grants import OFFBOARDING_MODES, Offboarding
 from mlplane.config.team import TeamConfig, check_collisions, check_platform
 from mlplane.config.team_stacks import other_teams, parse_team_stack, platform_of, stack_key_problems, team_stacks
 
-#: How a team stack's offboarding run treats the team's data (team_deployments.destroy sets it).
-OFFBOARDING_MODES = ("delete-data", "keep-data")
 #: Annotation on every Kubernetes object a stack creates: the stack instance that manages it.
 OWNER_ANNOTATION = "mlplane.dev/owner"
 
@@ -59,7 +58,7 @@ def load_platform_config() -> PlatformConfig:
         problems = unknown_stack_keys(keys, {root}, root, (root, TEAM_CONFIG_KEY))
         raise ConfigError([*problems, f"{root}: {NO_PLATFORM_HINT}"])
     config = parse_platform(raw, root=root)
-    known = {root, *(f"{NAMESPACE}:{key}" for _, key in config.secret_keys())}
+    known = {root, OFFBOARDING_KEY, *(f"{NAMESPACE}:{key}" for _, key in config.secret_keys())}
     problems = unknown_stack_keys(keys, known, root, (TEAM_CONFIG_KEY,))
     if problems:
         raise ConfigError(problems)
@@ -79,7 +78,8 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
             configs = admitted_team_configs(config, pulumi.get_stack(), project_dir())
         except InputError:  # not in a project directory: no team stack files to admit
             configs = []
-        teams = [grant_of(team, config) for team in configs]
+        offboarding = offboarding_teams()
+        teams = [grant_of(team, config, offboarding.get(team.name)) for team in configs]
         scraped = scraped_team_namespaces(configs, config)
     platform = Platform(
         config.name,
@@ -90,6 +90,9 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
         pulumi.export("kubeconfig", pulumi.Output.secret(platform.kubeconfig))
     # Each admitted team stack's scoped kubeconfig (mlplane.services.team_access), never the admin one.
     pulumi.export("teamKubeconfigs", pulumi.Output.secret(platform.team_kubeconfigs))
+    # What each admitted team's grants generated (its S3 keys, its MLflow password): the team
+    # stack writes them into Secrets of its own namespaces (mlplane.services.team_grants).
+    pulumi.export("teamCredentials", pulumi.Output.secret(platform.team_credentials))
     # The team stacks it admits (namespaces and identity exist): `mlplane team create` reads it.
     pulumi.export("admittedTeams", sorted(grant.name for grant in teams))
     pulumi.export("mlflowAdminUsername", platform.tracking.admin_username)
@@ -151,9 +154,29 @@ def admitted_team_configs(platform: PlatformConfig, platform_stack: str, project
     return configs
 
 
-def grant_of(team: TeamConfig, platform: PlatformConfig) -> TeamGrant:
+def grant_of(team: TeamConfig, platform: PlatformConfig, offboarding: str | None = None) -> TeamGrant:
+    """What the platform grants ``team``; ``offboarding`` (a mode): revoke instead."""
     work, serving = team.namespaces(platform.name)
-    return TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving)
+    return TeamGrant(
+        name=team.name, work_namespace=work, serving_namespace=serving, config=team,
+        offboarding=None if offboarding is None else Offboarding(delete_data=offboarding != "keep-data"),
+    )
+
+
+def offboarding_teams() -> dict[str, str]:
+    """``mlplane:offboardTeams`` of the running platform stack (team -> mode), checked."""
+    raw = pulumi.Config(NAMESPACE).get_object(OFFBOARDING_SHORT_KEY)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(team, str) and mode in OFFBOARDING_MODES for team, mode in raw.items()
+    ):
+        raise pulumi.RunError(
+            f"invalid mlplane config:\n  {OFFBOARDING_KEY}: must map team names to one of "
+            f"{', '.join(OFFBOARDING_MODES)} (given: {raw!r}); `mlplane team destroy` sets it in a copy "
+            "of the config, never in the stack file"
+        )
+    return dict(raw)
 
 
 def scraped_team_namespaces(teams: Sequence[TeamConfig], platform: PlatformConfig) -> list[str]:
@@ -174,14 +197,11 @@ def run_team_stack() -> None:
         _, platform = platform_of(team)
         problems += check_platform(team, platform, TEAM_CONFIG_KEY)
         problems += check_collisions(team, other_teams(team, project_dir()), TEAM_CONFIG_KEY, platform.name)
-        mode = stack_config.get(OFFBOARDING_SHORT_KEY)
-        if mode is not None and mode not in OFFBOARDING_MODES:
-            problems.append(f"{OFFBOARDING_KEY}: must be one of {', '.join(OFFBOARDING_MODES)} (given: {mode!r})")
         if problems:
             raise InputError(*problems)
     except InputError as error:
         raise pulumi.RunError("invalid mlplane team config:\n  " + "\n  ".join(error.problems)) from None
-    team_program(team, platform, offboarding=mode is not None, delete_data=mode != "keep-data")
+    team_program(team, platform)
 
 
 def claim_objects() -> None:

@@ -17,8 +17,9 @@ NAMESPACE = "mlplane"
 PLATFORM_SHORT_KEY = "platform"
 #: The key inside the ``mlplane`` namespace of a team stack's object.
 TEAM_SHORT_KEY = "team"
-#: Set ('delete-data' or 'keep-data') only in the config of a team's offboarding run.
-OFFBOARDING_SHORT_KEY = "offboarding"
+#: On a platform stack, set only in the copy of its config `mlplane team destroy` deploys: team
+#: name -> 'delete-data' or 'keep-data'; those teams' grants become revoke Jobs.
+OFFBOARDING_SHORT_KEY = "offboardTeams"
 
 #: The full keys, as written in a stack config file and named in messages.
 PLATFORM_CONFIG_KEY = f"{NAMESPACE}:{PLATFORM_SHORT_KEY}"

@@ -17,7 +17,7 @@ from typing import Any
 
 from mlplane.config.errors import ConfigError
 from mlplane.config.platform import PlatformConfig
-from mlplane.config.keys import OBJECT_KEYS, OFFBOARDING_KEY, TEAM_CONFIG_KEY, unknown_stack_keys
+from mlplane.config.keys import OBJECT_KEYS, TEAM_CONFIG_KEY, unknown_stack_keys
 from mlplane.config.stack_files import InputError, load_platform, project_dir, read_stack_config, secret_problems, secure_keys
 from mlplane.config.team import STACK_PREFIX, TeamConfig, check_collisions, check_platform, parse_team
 
@@ -93,7 +93,7 @@ class CheckedTeam:
 def known_keys(team: TeamConfig) -> set[str]:
     """The ``mlplane`` keys a team stack may hold: the team object, the offboarding switch and the
     secret keys its ``*_key`` fields name."""
-    return {TEAM_CONFIG_KEY, OFFBOARDING_KEY, *(f"mlplane:{key}" for _, key in secret_fields(team))}
+    return {TEAM_CONFIG_KEY, *(f"mlplane:{key}" for _, key in secret_fields(team))}
 
 
 def stack_key_problems(team: TeamConfig, keys: Any) -> list[str]:

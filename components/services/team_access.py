@@ -14,11 +14,10 @@ component per team:
   for the token controller to fill it in, pulumi/pulumi-kubernetes#2048);
 - a Role ``team-provisioner`` in each of the team's namespaces with every verb on every namespaced
   resource (the team stack creates quotas, limits, network policies, RBAC, workloads there);
-- Roles in the platform namespaces the team stack writes to, limited to what it creates: the
-  S3 grant Secret and Jobs in the storage namespace, the MLflow setup Secret, NetworkPolicy and
-  Jobs in the tracking namespace, and a patch of the Grafana dashboards ConfigMap. Secrets and
-  NetworkPolicies can be read, changed and deleted only by their names (RBAC ``resourceNames``);
-  nothing lets the identity list or read any other Secret;
+- in the platform namespaces, one Role: a patch of the Grafana dashboards ConfigMap (by name).
+  The team's grants on the storage and tracking services (its S3 identity and bucket, its MLflow
+  workspace and account, the Jobs that make them) are the platform stack's own objects
+  (mlplane.services.team_grants), their credentials in the secret output ``teamCredentials``;
 - a kubeconfig for that identity (the admin kubeconfig's server and CA, the token as user), in
   the platform's secret output ``teamKubeconfigs`` that the team stack's provider uses.
 
@@ -38,9 +37,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from mlplane.services import admission
+from mlplane.services import admission, team_grants
 from mlplane.core import kube
-from mlplane.config.team import RUNNERS_SUFFIX
+from mlplane.config.team import RUNNERS_SUFFIX, TeamConfig
 
 TYPE = "mlplane:teams:TeamAccess"
 #: The namespace of the team provisioning identities: ``<platform>-teams``.
@@ -63,6 +62,11 @@ class TeamGrant:
     name: str
     work_namespace: str
     serving_namespace: str
+    #: The team's validated config: its grants (bucket, MLflow workspace) are made from it. None:
+    #: namespaces and identity only.
+    config: TeamConfig | None = None
+    #: Set while `mlplane team destroy` offboards the team: revoke Jobs replace the grant Jobs.
+    offboarding: team_grants.Offboarding | None = None
 
     @property
     def identity(self) -> str:
@@ -93,28 +97,10 @@ def context_name(platform_name: str, team: str) -> str:
 
 
 def platform_rules(platform_name: str, identity: str) -> dict[str, list[dict[str, Any]]]:
-    """Namespace -> rules: what a team stack creates in the platform's own namespaces."""
-    pods_and_jobs = [
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", *READ, "patch", "update", "delete"]},
-        # The provider follows a Job's pods while it waits for the Job (status, events).
-        {"apiGroups": [""], "resources": ["pods", "events"], "verbs": READ},
-    ]
+    """Namespace -> rules: what a team stack may do in the platform's own namespaces. Only the
+    patch of its Grafana dashboard: its grants on the storage and tracking services are made by
+    the platform stack (mlplane.services.team_grants), so it has no right at all there."""
     return {
-        f"{platform_name}-storage": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": BY_NAME, "resourceNames": [f"s3-identity-{identity}"]},
-            *pods_and_jobs,
-        ],
-        f"{platform_name}-tracking": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": BY_NAME, "resourceNames": [f"{identity}-mlflow-setup"]},
-            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]},
-            {
-                "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": BY_NAME,
-                "resourceNames": [f"{identity}-mlflow-setup"],
-            },
-            *pods_and_jobs,
-        ],
         f"{platform_name}-monitoring": [
             # The team's dashboard is one key of the platform's ConfigMap (a server-side apply patch).
             {
@@ -171,14 +157,17 @@ class TeamAccessArgs:
     admin_context: str | None
     #: The platform namespaces that exist (a team is granted only in those).
     platform_namespaces: frozenset[str] = frozenset()
+    #: The MLflow server's in-cluster URL (the team's MLflow grant Job calls it).
+    tracking_uri: pulumi.Input[str] = ""
 
 
 class TeamAccess(pulumi.ComponentResource):
     """A team's namespaces and provisioning identity (see the module docstring).
 
     Children, named ``<name>-<role>``: ``work-namespace``, ``serving-namespace``, ``runners-namespace``, ``account``,
-    ``token``, ``<namespace role>-role`` and ``<namespace role>-binding`` per namespace it may write.
-    Output: ``kubeconfig`` (secret; None when the cluster is only rendered).
+    ``token``, ``<namespace role>-role`` and ``<namespace role>-binding`` per namespace it may write,
+    and the team's grants (mlplane.services.team_grants: ``s3-*``, ``mlflow-*``).
+    Outputs: ``kubeconfig`` (secret; None when the cluster is only rendered), ``credentials``.
     """
 
     def __init__(self, name: str, args: TeamAccessArgs, opts: pulumi.ResourceOptions | None = None):
@@ -245,6 +234,14 @@ class TeamAccess(pulumi.ComponentResource):
                 subjects=[subject],
                 opts=child,
             )
+        self.credentials = team_grants.TeamCredentials()
+        if grant.config is not None:
+            self.credentials = team_grants.grant_team(
+                name, grant.config, plat, self,
+                object_storage_namespace=f"{plat.name}-storage" in args.platform_namespaces,
+                tracking_namespace=f"{plat.name}-tracking" in args.platform_namespaces,
+                tracking_uri=args.tracking_uri, offboarding=grant.offboarding,
+            )
         self.kubeconfig: pulumi.Output[str] | None = None
         if args.admin_kubeconfig is not None and args.admin_context is not None:
             admin_context = args.admin_context
@@ -267,12 +264,14 @@ class TeamsArgs:
     admin_kubeconfig: pulumi.Output[str] | None
     admin_context: str | None
     platform_namespaces: frozenset[str] = frozenset()
+    tracking_uri: pulumi.Input[str] = ""
 
 
 class Teams(pulumi.ComponentResource):
     """Every admitted team's access: the ``<platform>-teams`` namespace (child ``namespace``), the
     admission policies of team namespaces (children ``admission-*``, mlplane.services.admission) and one
-    :class:`TeamAccess` per team (child ``<team>``). Output: ``kubeconfigs`` (team -> secret)."""
+    :class:`TeamAccess` per team (child ``<team>``). Outputs: ``kubeconfigs`` (team -> secret) and
+    ``credentials`` (team -> the credentials its grants generated, secret)."""
 
     def __init__(self, name: str, args: TeamsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplane:teams:Teams", name, None, opts)
@@ -282,16 +281,18 @@ class Teams(pulumi.ComponentResource):
         )
         admission.team_policies(f"{name}-admission", plat, self)
         self.kubeconfigs: dict[str, pulumi.Output[str]] = {}
+        self.credentials: dict[str, dict[str, pulumi.Output[str]]] = {}
         for grant in sorted(args.teams, key=lambda g: g.name):
             access = TeamAccess(
                 f"{name}-{grant.name}",
                 TeamAccessArgs(
                     grant=grant, platform=plat, identities_namespace=namespace.metadata.name,
                     admin_kubeconfig=args.admin_kubeconfig, admin_context=args.admin_context,
-                    platform_namespaces=args.platform_namespaces,
+                    platform_namespaces=args.platform_namespaces, tracking_uri=args.tracking_uri,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )
+            self.credentials[grant.name] = access.credentials.output()
             if access.kubeconfig is not None:
                 self.kubeconfigs[grant.name] = access.kubeconfig
         self.register_outputs({"kubeconfigs": self.kubeconfigs})

@@ -33,10 +33,6 @@ class TeamArgs:
     provider: k8s.Provider
     #: Resolves a secret config key of the team stack (``ci_runners.github_token_key``...).
     secret: Callable[[str], pulumi.Output[str]]
-    #: Swap the setup Jobs for revoke Jobs (``mlplane team destroy`` runs this before destroying).
-    offboarding: bool = False
-    #: When offboarding: also delete the team's bucket and MLflow workspace with their contents.
-    delete_data: bool = True
 
 
 

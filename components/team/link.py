@@ -41,6 +41,13 @@ class PlatformOutputs:
     #: Secret: the team's own scoped kubeconfig (mlplane.services.team_access), never the platform's admin
     #: kubeconfig; None when the platform renders manifests instead of using a cluster.
     kubeconfig: pulumi.Output[str] | None
+    #: Secret: what the platform's grants generated for this team (mlplane.services.team_grants):
+    #: ``s3AccessKeyId``, ``s3SecretAccessKey``, ``mlflowPassword`` (each when the team uses it).
+    credentials: pulumi.Output[Mapping[str, str]]
+
+    def credential(self, key: str) -> pulumi.Output[str]:
+        """One of :attr:`credentials`, a secret; a clear error when the platform generated none."""
+        return pulumi.Output.secret(self.credentials.apply(lambda found: _credential(found, key)))
 
     @classmethod
     def read(cls, reference: pulumi.StackReference, platform: PlatformConfig, team: TeamConfig) -> PlatformOutputs:
@@ -63,20 +70,39 @@ class PlatformOutputs:
             registry_pull_prefix=field("registryPullPrefix"),
             registry_cluster_push_url=field("registryClusterPushUrl"),
             kubeconfig=kubeconfig,
+            credentials=pulumi.Output.secret(
+                pulumi.Output.all(summary, reference.get_output("teamCredentials")).apply(
+                    lambda v: _team_entry(v[1], team, "teamCredentials")
+                )
+            ),
         )
 
 
 def _team_kubeconfig(kubeconfigs: Any, team: TeamConfig) -> str:
     """The team's kubeconfig from the platform's ``teamKubeconfigs`` output, or a clear error."""
-    found = (kubeconfigs or {}).get(team.name) if isinstance(kubeconfigs, Mapping) else None
-    if not found:
+    return str(_team_entry(kubeconfigs, team, "teamKubeconfigs"))
+
+
+def _team_entry(entries: Any, team: TeamConfig, output: str) -> Any:
+    """The team's entry of a platform output keyed by team, or a clear error."""
+    found = (entries or {}).get(team.name) if isinstance(entries, Mapping) else None
+    if found is None or found == "":
         local = team.platform_stack.rsplit("/", 1)[-1]
         raise ValueError(
             f"platform stack '{local}' has not admitted team '{team.name}' (no entry in its output "
-            f"teamKubeconfigs): with stacks/{'Pulumi.' + team.stack + '.yaml'} in the project, run "
+            f"{output}): with stacks/{'Pulumi.' + team.stack + '.yaml'} in the project, run "
             f"`pulumi up --stack {local}` (`mlplane team create` does), then deploy the team again"
         )
-    return str(found)
+    return found
+
+
+def _credential(credentials: Mapping[str, str], key: str) -> str:
+    if key not in credentials:
+        raise ValueError(
+            f"the platform stack generated no {key} for this team (its output teamCredentials): "
+            "update the platform stack with this version of mlplane, then deploy the team again"
+        )
+    return str(credentials[key])
 
 
 def _checked(summary: Mapping[str, Any], platform: PlatformConfig) -> Mapping[str, Any]:

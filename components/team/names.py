@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlplane import scripts
 from mlplane.core import kube
-from mlplane.services import serving
+from mlplane.services import serving, team_grants
 
 
 TYPE = "mlplane:team:Team"
@@ -30,8 +29,6 @@ PROMETHEUS_ACCOUNT = "prometheus"
 #: Role (in each team namespace) letting the platform Prometheus discover the team's pods.
 PROMETHEUS_ROLE = "platform-prometheus"
 GRAFANA_DASHBOARDS_CONFIGMAP = "grafana-dashboards"
-#: The MLflow role that gives the team account MANAGE on its workspace.
-MLFLOW_ROLE = "team"
 #: What team members may do in their namespaces: run workloads, never change the guardrails
 #: (quota, limits, network policies, RBAC) or the routes on the platform Gateway.
 MEMBER_RULES: tuple[dict[str, Any], ...] = (
@@ -65,13 +62,8 @@ RUNNER_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create", "delete"]},
 )
 
-#: Creates (grant) or removes (revoke) the team's MLflow workspace, account and role through
-#: MLflow's REST API. Idempotent; standard library only; never prints a secret.
-MLFLOW_SCRIPT = scripts.text("team_mlflow.py")
-
-#: Removes the team's S3 identity and (unless data is kept) its bucket from the bundled SeaweedFS.
-#: ``weed shell`` reports command errors on its output but exits 0: the result is read back.
-S3_REVOKE_SCRIPT = scripts.text("team_s3_revoke.sh")
+# The scripts of the grant Jobs and the MLflow role now live with the grants (platform stack).
+MLFLOW_ROLE, MLFLOW_SCRIPT, S3_REVOKE_SCRIPT = team_grants.MLFLOW_ROLE, team_grants.MLFLOW_SCRIPT, team_grants.S3_REVOKE_SCRIPT
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from mlplane.team.component import Team, TeamArgs
 
 
 def team_program(
-    team: TeamConfig, platform: PlatformConfig, *, offboarding: bool = False, delete_data: bool = True
+    team: TeamConfig, platform: PlatformConfig
 ) -> Team:
     """The stack program of a team stack: read the platform stack, build the team, export its facts.
 
@@ -29,7 +29,7 @@ def team_program(
         team.stack,
         TeamArgs(
             config=team, platform=platform, outputs=outputs, provider=provider,
-            secret=stack_config.require_secret, offboarding=offboarding, delete_data=delete_data,
+            secret=stack_config.require_secret,
         ),
         pulumi.ResourceOptions(providers=[provider]),
     )

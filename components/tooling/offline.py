@@ -55,25 +55,36 @@ def platform_stand_in(checked: CheckedTeam) -> render_mod.StackOutputs:
     'render' has no kubeconfig; in the other modes the team's kubeconfig is a secret output and
     gets a stand-in like every generated secret.
     """
-    from mlplane.services.team_access import TeamGrant
+    from mlplane.program import grant_of
 
-    team = checked.team
-    work, serving = team.namespaces(checked.platform.name)
-    grant = TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving)
+    grant = grant_of(checked.team, checked.platform)
     outputs = dict(offline_run(checked.platform_source, checked.platform, teams=[grant]).outputs)
     return admitting(stand_in_outputs(outputs), checked)
 
 
 def admitting(outputs: render_mod.StackOutputs, checked: CheckedTeam) -> render_mod.StackOutputs:
-    """The platform's outputs with the team admitted: its scoped kubeconfig (a secret output)
-    stands in like every generated secret (none in cluster mode 'render')."""
-    if checked.platform.cluster.mode == "render":
-        return outputs
-    current = outputs.outputs.get("teamKubeconfigs")
-    kubeconfigs = dict(current) if isinstance(current, dict) else {}
-    kubeconfigs.setdefault(checked.team.name, render_mod.stand_in_secret(f"output:teamKubeconfigs.{checked.team.name}"))
-    values = {**outputs.outputs, "teamKubeconfigs": kubeconfigs}
-    return render_mod.StackOutputs(outputs=values, secret_names=tuple(sorted({*outputs.secret_names, "teamKubeconfigs"})))
+    """The platform's outputs with the team admitted: its scoped kubeconfig (none in cluster mode
+    'render') and the credentials its grants generated (secret outputs) stand in like every
+    generated secret."""
+    team = checked.team
+    values = dict(outputs.outputs)
+    secret_names = set(outputs.secret_names)
+    current = values.get("teamCredentials")
+    credentials = dict(current) if isinstance(current, dict) else {}
+    keys = [*(("s3AccessKeyId", "s3SecretAccessKey") if team.uses("object_storage") else ()),
+            *(("mlflowPassword",) if team.uses("tracking") else ())]
+    credentials.setdefault(
+        team.name, {key: render_mod.stand_in_secret(f"output:teamCredentials.{team.name}.{key}") for key in keys}
+    )
+    values["teamCredentials"] = credentials
+    secret_names.add("teamCredentials")
+    if checked.platform.cluster.mode != "render":
+        current = values.get("teamKubeconfigs")
+        kubeconfigs = dict(current) if isinstance(current, dict) else {}
+        kubeconfigs.setdefault(team.name, render_mod.stand_in_secret(f"output:teamKubeconfigs.{team.name}"))
+        values["teamKubeconfigs"] = kubeconfigs
+        secret_names.add("teamKubeconfigs")
+    return render_mod.StackOutputs(outputs=values, secret_names=tuple(sorted(secret_names)))
 
 
 def offline_team_run(
@@ -81,12 +92,8 @@ def offline_team_run(
     source_stack: str,
     platform_outputs: render_mod.StackOutputs | None = None,
     project: str = "mlplane",
-    offboarding: str | None = None,
 ) -> render_mod.Capture:
-    """Run the team stack program offline against the platform's (rendered) outputs.
-
-    ``offboarding`` ('delete-data' or 'keep-data') renders the offboarding run instead.
-    """
+    """Run the team stack program offline against the platform's (rendered) outputs."""
     from mlplane.team import stack_reference_name, team_program
 
     team = checked.team
@@ -95,9 +102,7 @@ def offline_team_run(
     config = {TEAM_CONFIG_KEY: json.dumps(team.model_dump(mode="json", by_alias=True)), **secrets}
     reference = stack_reference_name(team.platform_stack, project)
     return render_mod.capture(
-        lambda: team_program(
-            team, checked.platform, offboarding=offboarding is not None, delete_data=offboarding != "keep-data"
-        ),
+        lambda: team_program(team, checked.platform),
         project=project,
         stack=source_stack,
         config=config,

@@ -141,9 +141,12 @@ def _platform_stack(team: TeamConfig, project: Path) -> Any:
     return auto.select_stack(stack_name=local, work_dir=str(project), opts=options)
 
 
-def update_platform(team: TeamConfig, project: Path, on_output: Callable[[str], Any], why: str) -> None:
+def update_platform(
+    team: TeamConfig, project: Path, on_output: Callable[[str], Any], why: str, config_file: Path | None = None
+) -> None:
     """``pulumi up`` of the team's platform stack, which admits exactly the team stack files of the
-    project naming it (mlplane.services.team_access): run after a team file is written or removed."""
+    project naming it (mlplane.services.team_access): run after a team file is written or removed.
+    ``config_file``: a copy of the platform stack's config to deploy instead of its file."""
     if "/" in team.platform_stack:
         raise DeployError(
             f"platform stack '{team.platform_stack}' is not a stack of this project's backend: run "
@@ -151,7 +154,11 @@ def update_platform(team: TeamConfig, project: Path, on_output: Callable[[str], 
         )
     on_output(f"updating platform stack '{team.platform_stack}' ({why})")
     stack = _platform_stack(team, project)
-    _run(f"pulumi up of platform stack '{team.platform_stack}'", lambda: stack.up(on_output=on_output, color="never"))
+    extra = {} if config_file is None else {"config_file": str(config_file)}
+    _run(
+        f"pulumi up of platform stack '{team.platform_stack}'",
+        lambda: stack.up(on_output=on_output, color="never", **extra),
+    )
 
 
 def admit(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) -> None:
@@ -178,10 +185,13 @@ def preview(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) ->
 
 
 @contextmanager
-def _offboarding_config(path: Path, mode: str) -> Iterator[Path]:
-    """A copy of the team's config file (encryption salt included) with the offboarding key set."""
+def _offboarding_config(path: Path, team: str, mode: str) -> Iterator[Path]:
+    """A copy of the platform stack's config file (encryption salt included) with ``team`` in its
+    offboarding key (``mlplane:offboardTeams``); the file itself is never changed."""
     document = yaml.safe_load(path.read_text()) or {}
-    document.setdefault("config", {})[OFFBOARDING_KEY] = mode
+    config = document.setdefault("config", {})
+    offboarding = config.get(OFFBOARDING_KEY)
+    config[OFFBOARDING_KEY] = {**(offboarding if isinstance(offboarding, dict) else {}), team: mode}
     with tempfile.TemporaryDirectory(prefix="mlplane-offboard-") as directory:
         copy = Path(directory) / path.name
         copy.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -189,19 +199,28 @@ def _offboarding_config(path: Path, mode: str) -> Iterator[Path]:
 
 
 def destroy(team: TeamConfig, project: Path, config_path: Path, keep_data: bool, on_output: Callable[[str], Any]) -> None:
-    """Offboard (revoke credentials, delete data unless kept), destroy, remove the stack and its
-    config, then update the platform stack, which deletes the team's namespaces and identity."""
+    """Destroy the team stack (its objects in its own namespaces), offboard it (the platform
+    stack revokes its credentials and deletes its data unless kept), remove the stack and its
+    config, then update the platform stack, which deletes the team's namespaces, identity and grants.
+
+    Every step may be re-run: until its file is removed, the team stays admitted, so a run stopped
+    half-way is finished by running the command again."""
     stack = _stack(team, project, create=False)
     summary = deployed_stacks(project).get(team.stack)
     if summary is not None and summary.resource_count:
-        # A stack already destroyed (a run stopped before `stack rm`) is not offboarded again.
-        mode = "keep-data" if keep_data else "delete-data"
-        with _offboarding_config(config_path, mode) as offboarding:
-            _run(
-                "offboarding (revoking the team's credentials)",
-                lambda: stack.up(on_output=on_output, color="never", config_file=str(offboarding)),
-            )
         _run("pulumi destroy", lambda: stack.destroy(on_output=on_output, color="never"))
+    mode = "keep-data" if keep_data else "delete-data"
+    if "/" not in team.platform_stack:
+        platform_file = project / "stacks" / f"Pulumi.{team.platform_stack}.yaml"
+        with _offboarding_config(platform_file, team.name, mode) as offboarding:
+            update_platform(
+                team, project, on_output, f"it revokes team '{team.name}''s credentials ({mode})", offboarding
+            )
+    else:
+        on_output(
+            f"warning: platform stack '{team.platform_stack}' is not a stack of this project's backend: "
+            f"team '{team.name}''s S3 identity and MLflow account stay until its platform is updated"
+        )
     _run("pulumi stack rm", lambda: stack.workspace.remove_stack(team.stack))
     config_path.unlink(missing_ok=True)
     # The team's namespaces and identity are the platform stack's: without the file it drops them.

@@ -29,7 +29,8 @@ import pytest
 
 from mlplane.services.tracking import ADMIN_SECRET, auth_ini
 
-from test_team import manifests, one, render, team_raw
+from test_team import one, team_raw
+from test_team_grants import platform_with, team_jobs
 
 pytestmark = [
     pytest.mark.servers,
@@ -88,8 +89,9 @@ def server(tmp_path_factory) -> Iterator[str]:
 
 def run_job(url: str, name: str, offboarding: str | None = None) -> tuple[str, str]:
     """Run the team's rendered MLflow Job; returns (its output, the team account's password)."""
-    result = render(team_raw(name), offboarding=offboarding)
-    job = next(m for m in manifests(result, "Job") if m["metadata"]["namespace"] == "mlplane-tracking")
+    # The platform stack makes a team's grants (mlplane.services.team_grants).
+    result = platform_with(name, offboarding={name: offboarding} if offboarding else None)
+    job = team_jobs(result, name)["mlplane-tracking"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
     for item in container["env"]:
@@ -98,7 +100,7 @@ def run_job(url: str, name: str, offboarding: str | None = None) -> tuple[str, s
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             if ref["name"] == ADMIN_SECRET:
-                # The platform's own admin Secret: the team stack reads it and holds no copy of it.
+                # The platform's own admin Secret: the Job reads it and no copy of it is made.
                 env[item["name"]] = {"password": ADMIN_PASSWORD, "username": "admin"}[ref["key"]]
                 continue
             env[item["name"]] = one(result, "Secret", "mlplane-tracking", ref["name"])["stringData"][ref["key"]]

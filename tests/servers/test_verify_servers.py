@@ -50,6 +50,7 @@ from mlplane.tooling.render import capture
 from mlplane.services.tracking import AUTH_CONFIG_DIR, METRICS_DIR
 
 from test_team import render as render_team, team_raw
+from test_team_grants import platform_with
 from test_tracking_server_real import (
     Rendered, Servers, _Postgres, _free_port, _missing_modules, _postgres_bin, _stop, _wait_http,
 )
@@ -350,7 +351,8 @@ def start_team(state: Servers, token_secret: str) -> dict[str, Any]:
     identity). Secret references resolve to the team's rendered Secrets, or the platform's for the
     platform's own (mlflow-admin). Returns the team's outputs with the credentials the Jobs used."""
     result = render_team(team_raw(TEAM), CONFIG)
-    found = result.manifests()
+    # Its grants are the platform stack's (mlplane.services.team_grants): rendered admitting it.
+    found = platform_with(TEAM, raw_platform=CONFIG).manifests()
     secrets = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["stringData"] for m in found if m["kind"] == "Secret"}
 
     def job_env(job: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -366,7 +368,8 @@ def start_team(state: Servers, token_secret: str) -> dict[str, Any]:
             env[item["name"]] = state.substitute(value)
         return container["command"], env
 
-    jobs = {m["metadata"]["namespace"]: m for m in found if m["kind"] == "Job"}
+    jobs = {m["metadata"]["namespace"]: m for m in found
+            if m["kind"] == "Job" and m["spec"]["template"]["metadata"]["labels"].get("mlplane.dev/team") == TEAM}
     assert set(jobs) == {"mlplane-tracking", "mlplane-storage"}, sorted(jobs)
     command, mlflow_env = job_env(jobs["mlplane-tracking"])
     assert command[:2] == ["python", "-c"]

@@ -140,18 +140,20 @@ def test_a_team_file_whose_name_does_not_match_its_stack_is_refused(project):
     assert result.returncode == 2 and "stack 'team-fraud' holds team 'risk'" in result.stderr
 
 
-def test_the_offboarding_run_uses_a_copy_of_the_config_with_its_encryption_salt(tmp_path):
+def test_the_offboarding_run_deploys_a_copy_of_the_platform_config_with_its_encryption_salt(tmp_path):
     from mlplane.cli.teams import OFFBOARDING_KEY, _offboarding_config
 
-    path = tmp_path / "Pulumi.team-fraud.yaml"
-    path.write_text("config:\n  mlplane:team: {name: fraud, platform_stack: local}\nencryptionsalt: v1:abc\n")
-    with _offboarding_config(path, "keep-data") as copy:
+    path = tmp_path / "Pulumi.local.yaml"
+    original = "config:\n  mlplane:platform: {name: mlplane}\nencryptionsalt: v1:abc\n"
+    path.write_text(original)
+    with _offboarding_config(path, "fraud", "keep-data") as copy:
         document = yaml.safe_load(copy.read_text())
         assert document["encryptionsalt"] == "v1:abc"
-        assert document["config"][OFFBOARDING_KEY] == "keep-data"
-        assert document["config"]["mlplane:team"] == {"name": "fraud", "platform_stack": "local"}
+        assert document["config"][OFFBOARDING_KEY] == {"fraud": "keep-data"}
+        assert document["config"]["mlplane:platform"] == {"name": "mlplane"}
     assert not copy.exists()
-    assert OFFBOARDING_KEY not in path.read_text()
+    # The user's file is never changed.
+    assert path.read_text() == original
 
 
 def test_engine_failures_are_reported_by_their_error_lines():

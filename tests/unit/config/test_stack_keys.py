@@ -132,8 +132,8 @@ def test_the_team_stack_program_rejects_unknown_keys(project, monkeypatch):
     stack(project, "team-fraud", {"mlplane:team": team})
     monkeypatch.chdir(project)
     with pytest.raises(pulumi.RunError) as caught:
-        capture(program.main, stack="team-fraud", config={"mlplane:team": json.dumps(team), "mlplane:offboardng": "keep-data"})
-    assert "mlplane:offboardng: unknown config key in the 'mlplane' namespace (did you mean mlplane:offboarding?)" in str(caught.value)
+        capture(program.main, stack="team-fraud", config={"mlplane:team": json.dumps(team), "mlplane:plaform": "x"})
+    assert "mlplane:plaform: unknown config key in the 'mlplane' namespace (did you mean mlplane:platform?)" in str(caught.value)
     assert caught.value.recorded == []
 
 

@@ -180,7 +180,10 @@ def test_team_job_pods_get_the_team_bucket_identity_and_may_reach_s3():
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "s3-credentials", "key": key}
     secret = test_team.one(result, "Secret", "mlplane-team-fraud", "s3-credentials")["stringData"]
     assert sorted(secret) == sorted(ci_runners.S3_ENV)
-    (grant,) = [m for m in test_team.manifests(result, "Job", "mlplane-storage") if m["metadata"]["name"].startswith("s3-grant-")]
+    import test_team_grants  # noqa: PLC0415
+
+    platform = test_team_grants.platform_with("fraud")
+    (grant,) = [m for m in test_team.manifests(platform, "Job", "mlplane-storage") if m["metadata"]["name"].startswith("s3-grant-team-")]
     grant_env = {e["name"]: e.get("value") for e in grant["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert secret["MLPLANE_BUCKET"] == grant_env["S3_BUCKETS"] and grant_env["S3_IDENTITY"] != RUNNERS_IDENTITY
     policies = test_team.manifests(result, "NetworkPolicy", "mlplane-team-fraud")

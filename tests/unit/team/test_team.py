@@ -105,10 +105,7 @@ def test_resource_names_type_token_and_parents_are_the_public_contract(two_teams
         "team-fraud-runner-deny-ingress", "team-fraud-runner-allow-dns", "team-fraud-runner-default-deny",
         "team-fraud-runner-egress",
         "team-fraud-serving-allow-gateway", "team-fraud-work-allow-internet",
-        "team-fraud-s3-access-key-id", "team-fraud-s3-secret-access-key", "team-fraud-s3-credentials",
-        "team-fraud-s3-grant-credentials", "team-fraud-s3-grant-job",
-        "team-fraud-mlflow-password", "team-fraud-mlflow-setup-secret", "team-fraud-mlflow-setup-network-policy",
-        "team-fraud-mlflow-grant-job",
+        "team-fraud-s3-credentials",
         "team-fraud-serving-scorer-deployment", "team-fraud-serving-scorer-service", "team-fraud-serving-scorer-hpa",
         "team-fraud-serving-scorer-pdb", "team-fraud-serving-scorer-route",
         "team-fraud-serving-api-keys", "team-fraud-serving-api-keys-key", "team-fraud-serving-scorer-security-policy",
@@ -188,21 +185,30 @@ def test_nothing_a_team_creates_names_another_team(two_teams, name, other):
 
 
 @pytest.mark.parametrize("name", ["fraud", "risk"])
-def test_credentials_and_setup_jobs_name_only_the_teams_bucket_identity_and_workspace(two_teams, name):
+def test_the_team_writes_the_credentials_its_platform_generated_into_its_own_namespaces(two_teams, name):
     result = two_teams[name]
-    grant = next(m for m in manifests(result, "Job", "mlplane-storage"))
-    grant_env = env(grant["spec"]["template"]["spec"]["containers"][0])
-    assert grant_env["S3_IDENTITY"] == f"team-{name}" and grant_env["S3_BUCKETS"] == f"team-{name}"
-    assert grant_env["CREATE_BUCKETS"] == f"team-{name}"
-    mlflow = next(m for m in manifests(result, "Job", "mlplane-tracking"))
-    mlflow_env = env(mlflow["spec"]["template"]["spec"]["containers"][0])
-    assert mlflow_env["TEAM_WORKSPACE"] == mlflow_env["TEAM_USERNAME"] == f"team-{name}"
-    assert mlflow_env["TEAM_ACTION"] == "grant"
     s3 = one(result, "Secret", f"mlplane-team-{name}", "s3-credentials")["stringData"]
-    identity = one(result, "Secret", "mlplane-storage", f"s3-identity-team-{name}")["stringData"]
-    assert s3["AWS_ACCESS_KEY_ID"] == identity["access-key-id"] and s3["MLPLANE_BUCKET"] == f"team-{name}"
+    assert s3["AWS_ACCESS_KEY_ID"] == stand_in_secret(f"output:teamCredentials.{name}.s3AccessKeyId")
+    assert s3["AWS_SECRET_ACCESS_KEY"] == stand_in_secret(f"output:teamCredentials.{name}.s3SecretAccessKey")
+    assert s3["MLPLANE_BUCKET"] == f"team-{name}"
     for space in ("", "-serving"):
-        assert one(result, "Secret", f"mlplane-team-{name}{space}", "mlflow-credentials")["stringData"]["username"] == f"team-{name}"
+        credentials = one(result, "Secret", f"mlplane-team-{name}{space}", "mlflow-credentials")["stringData"]
+        assert credentials == {"username": f"team-{name}", "password": stand_in_secret(f"output:teamCredentials.{name}.mlflowPassword")}
+
+
+def test_a_team_stack_has_no_object_in_the_storage_or_tracking_namespaces(two_teams):
+    """Its grants there are the platform stack's (mlplane.services.team_grants): the team identity
+    has no right there, so its provider never has to list or watch anything there (issue 12)."""
+    for result in two_teams.values():
+        placed = {m["metadata"].get("namespace") for m in result.manifests()}
+        assert not placed & {"mlplane-storage", "mlplane-tracking"}
+
+
+def test_a_platform_that_did_not_generate_the_teams_credentials_fails_the_team_clearly():
+    outputs = platform_outputs()
+    stale = StackOutputs({**outputs.outputs, "teamCredentials": {"fraud": {"mlflowPassword": "x"}}}, outputs.secret_names)
+    with pytest.raises(Exception, match="generated no s3AccessKeyId for this team"):
+        teams.offline_team_run(checked(team_raw("fraud")), "team-fraud", stale)
 
 
 def test_two_teams_share_no_credentials_and_no_object(two_teams):
@@ -297,10 +303,6 @@ def test_platform_outputs_reach_the_team_through_the_stack_reference(two_teams):
     assert environment["AWS_ENDPOINT_URL_S3"] == platform["s3Endpoint"]
     assert environment["MLPLANE_REGISTRY"] == platform["registryClusterPushUrl"]
     assert environment["MLFLOW_WORKSPACE"] == "team-risk"
-    setup = result.named("team-risk-mlflow-setup-secret")
-    # No copy of the MLflow admin credential: the setup Job reads the platform's own Secret.
-    assert set(setup.inputs["stringData"]) == {"team-password"}
-    assert setup.masked_inputs()["stringData"] == SECRET_MASK
     provider = result.named("team-risk-kubernetes")
     # The team's own scoped identity, never the platform's admin kubeconfig.
     assert provider.inputs["kubeconfig"] == stand_in_secret("output:teamKubeconfigs.risk")
@@ -311,7 +313,7 @@ def test_team_secrets_stay_secret(two_teams):
     outputs = two_teams["fraud"].outputs
     for key in ("s3AccessKeyId", "s3SecretAccessKey", "mlflowPassword"):
         assert outputs[key] == SECRET_MASK
-    for name in ("team-fraud-s3-credentials", "team-fraud-work-mlflow-credentials", "team-fraud-s3-grant-credentials"):
+    for name in ("team-fraud-s3-credentials", "team-fraud-work-mlflow-credentials"):
         assert two_teams["fraud"].named(name).masked_inputs()["stringData"] == SECRET_MASK
     for job in manifests(two_teams["fraud"], "Job"):
         for name, value in env(job["spec"]["template"]["spec"]["containers"][0]).items():
@@ -348,23 +350,9 @@ def test_a_render_mode_platform_gives_the_team_a_render_provider():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "delete"), [("delete-data", "true"), ("keep-data", "false")])
-def test_offboarding_replaces_the_setup_jobs_with_revoke_jobs(mode, delete):
-    result = render(team_raw("fraud"), offboarding=mode)
-    jobs = {m["metadata"]["namespace"]: m for m in manifests(result, "Job")}
-    s3 = env(jobs["mlplane-storage"]["spec"]["template"]["spec"]["containers"][0])
-    assert jobs["mlplane-storage"]["metadata"]["name"].startswith("s3-revoke-team-fraud-")
-    assert s3["S3_IDENTITY"] == "team-fraud" and s3["DELETE_BUCKETS"] == delete
-    mlflow = env(jobs["mlplane-tracking"]["spec"]["template"]["spec"]["containers"][0])
-    assert mlflow["TEAM_ACTION"] == "revoke" and mlflow["TEAM_DELETE_DATA"] == delete
-    assert jobs["mlplane-tracking"]["spec"]["template"]["metadata"]["labels"]["mlplane.dev/team"] == "fraud"
-
-
 def test_team_manifests_pass_strict_schema_validation(two_teams):
     for result in two_teams.values():
         assert [str(f) for f in checks.validate_schemas(result.manifests(), ["1.34", "1.37"])] == []
-    offboarding = render(team_raw("fraud"), offboarding="delete-data")
-    assert [str(f) for f in checks.validate_schemas(offboarding.manifests(), ["1.34", "1.37"])] == []
 
 
 def test_team_manifests_pass_the_checkov_baseline(two_teams, tmp_path):
@@ -414,5 +402,4 @@ def test_every_mlflow_container_of_a_team_runs_with_telemetry_off(two_teams):
                 assert values["MLFLOW_DISABLE_TELEMETRY"] == "true", container["name"]
                 assert values["DO_NOT_TRACK"] == "true", container["name"]
                 seen.append((item["kind"], container["name"]))
-    assert ("Job", "mlflow-grant") in seen
     assert any(kind == "Deployment" and name == "model" for kind, name in seen)

@@ -85,7 +85,7 @@ def test_each_team_identity_is_namespaced_rbac_only():
         (ns, f"team-{team}")
         for team in ("vision", "nlp")
         for ns in (f"mlplane-team-{team}", f"mlplane-team-{team}-serving", f"mlplane-team-{team}-runners",
-                   "mlplane-tracking", "mlplane-storage", "mlplane-monitoring")
+                   "mlplane-monitoring")
     }
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
@@ -141,13 +141,10 @@ def test_the_team_stack_uses_its_own_identity_and_holds_no_admin_credential():
     provider = result.named("team-vision-kubernetes")
     assert provider.inputs["context"] == "mlplane-team-vision"
     text = json.dumps(result.manifests())
-    # No copy of the MLflow admin password: the setup Job reads the platform's own Secret.
-    setup = next(m for m in of(result, "Secret") if m["metadata"]["name"] == "team-vision-mlflow-setup")
-    assert set(setup.get("stringData") or setup.get("data")) == {"team-password"}
-    job = next(m for m in of(result, "Job") if m["metadata"]["namespace"] == "mlplane-tracking")
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in e}
-    assert refs["MLFLOW_ADMIN_PASSWORD"] == "mlflow-admin" and refs["TEAM_PASSWORD"] == "team-vision-mlflow-setup"
-    assert not of(result, "Namespace") and "cluster-admin" not in text
+    # Its grants (and the Jobs that use the MLflow admin credential) are the platform's: the team
+    # stack has nothing in the storage and tracking namespaces (mlplane.services.team_grants).
+    assert not [m for m in result.manifests() if m["metadata"].get("namespace") in ("mlplane-tracking", "mlplane-storage")]
+    assert not of(result, "Namespace") and "cluster-admin" not in text and "mlflow-admin" not in text
 
 
 def test_admitted_teams_are_the_valid_team_files_naming_the_platform_stack(tmp_path):
@@ -251,6 +248,9 @@ def test_e2e_a_team_cannot_read_secrets_in_the_platform_namespaces(granted, name
     assert not can(granted, "vision", "get", "secrets", namespace, name="mlflow-admin")
     assert not can(granted, "vision", "create", "pods", namespace)
     assert not can(granted, "vision", "create", "rolebindings", namespace, group="rbac.authorization.k8s.io")
+    # No Job next to the platform's admin credentials either (issue 15's residual, issue 12).
+    for verb in ("create", "list", "delete"):
+        assert not can(granted, "vision", verb, "jobs", namespace, group="batch"), (verb, namespace)
 
 
 @pytest.mark.e2e
@@ -296,4 +296,4 @@ def test_e2e_a_team_can_apply_everything_its_stack_creates(granted):
         status, payload = as_team(granted, "vision", "PATCH", granted.path(obj) + query, obj, "application/apply-patch+yaml")
         assert status in (200, 201), f"{obj['kind']} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}: HTTP {status} {payload.get('message')}"
         applied.append(obj["kind"])
-    assert {"Role", "RoleBinding", "NetworkPolicy", "ResourceQuota", "LimitRange", "Deployment", "Job", "Secret"} <= set(applied)
+    assert {"Role", "RoleBinding", "NetworkPolicy", "ResourceQuota", "LimitRange", "Deployment", "Secret"} <= set(applied)
