@@ -54,7 +54,9 @@ def dashboard_file(team: TeamConfig) -> str:
 
 
 
-def _panel(panel_id: int, title: str, expr: str, unit: str, y: int, description: str) -> dict[str, Any]:
+def _panel(
+    panel_id: int, title: str, expr: str, unit: str, y: int, description: str, legend: str = "{{model}}"
+) -> dict[str, Any]:
     source = {"type": "prometheus", "uid": monitoring.DATASOURCE_UID}
     return {
         "id": panel_id,
@@ -63,7 +65,7 @@ def _panel(panel_id: int, title: str, expr: str, unit: str, y: int, description:
         "description": description,
         "datasource": source,
         "gridPos": {"h": 8, "w": 12, "x": 12 * ((panel_id - 1) % 2), "y": y},
-        "targets": [{"datasource": source, "refId": "A", "expr": expr, "legendFormat": "{{model}}", "range": True}],
+        "targets": [{"datasource": source, "refId": "A", "expr": expr, "legendFormat": legend, "range": True}],
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
     }
@@ -88,6 +90,35 @@ def team_dashboard(team: TeamConfig, serving_namespace: str, window: str) -> dic
         f"histogram_quantile(0.99, sum by (envoy_cluster_name, le) "
         f"(rate(envoy_cluster_upstream_rq_time_bucket{{{cluster}}}[{window}]))) / 1000"
     )
+    panels = [
+        _panel(1, "Requests per second", by_model(requests), "reqps", 0,
+               "Requests to each of the team's models through the Gateway."),
+        _panel(2, "Error ratio (5xx)", by_model(f"({errors}) / ({requests})"), "percentunit", 0,
+               "Share of requests answered with a 5xx."),
+        _panel(3, "p99 latency", by_model(latency), "s", 8,
+               "99th percentile of the upstream request time, per model."),
+    ]
+    # The drift results come from the team's model exporter (job team-pods: 'namespace' is the
+    # exporter's own, the serving namespace), only when a model checks drift.
+    own = f'namespace="{serving_namespace}"'
+    if team.serving.drift:
+        panels += [
+            _panel(4, "Input drift (share of drifted features)", f"max by (model) (mlplane_model_drift_share{{{own}}})",
+                   "percentunit", 8, "Share of features whose PSI is above the model's threshold (ModelDrift fires "
+                   "at drift.thresholds.share)."),
+            _panel(5, "Feature drift (PSI)", f"max by (model, feature) (mlplane_model_feature_drift_psi{{{own}}})",
+                   "none", 16, "Population stability index of each feature against the reference dataset.",
+                   legend="{{model}} {{feature}}"),
+        ]
+    if team.serving.progressive:
+        # Flagger's gauge from the team's controller (job flagger-teams, in the Flagger namespace,
+        # so the canary's own namespace is exported as 'exported_namespace').
+        panels.append(_panel(
+            6, "Canary weight (progressive delivery)",
+            f'max by (workload) (flagger_canary_weight{{exported_namespace="{serving_namespace}"}})', "percent", 16,
+            "Share of requests Flagger sends to each model's canary and primary during a rollout.",
+            legend="{{workload}}",
+        ))
     return {
         "uid": team.identity,
         "title": f"Team {team.name}",
@@ -99,12 +130,5 @@ def team_dashboard(team: TeamConfig, serving_namespace: str, window: str) -> dic
         "time": {"from": "now-6h", "to": "now"},
         "refresh": "30s",
         "timezone": "browser",
-        "panels": [
-            _panel(1, "Requests per second", by_model(requests), "reqps", 0,
-                   "Requests to each of the team's models through the Gateway."),
-            _panel(2, "Error ratio (5xx)", by_model(f"({errors}) / ({requests})"), "percentunit", 0,
-                   "Share of requests answered with a 5xx."),
-            _panel(3, "p99 latency", by_model(latency), "s", 8,
-                   "99th percentile of the upstream request time, per model."),
-        ],
+        "panels": panels,
     }

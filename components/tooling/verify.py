@@ -61,6 +61,9 @@ class Target:
     prometheus_url: str | None = None
     grafana_url: str | None = None
     grafana_password: str | None = None
+    #: The namespace the models are served in: a model's ``mlplane:model_info`` series is the one
+    #: labelled with it (a team's and the platform's models may share a name). None: any.
+    serving_namespace: str | None = None
 
 
 def probe_repository(target: Target) -> str:
@@ -132,9 +135,11 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
         prometheus_url=_url(urls["prometheus"], pwhere, "urls.prometheus") if urls.get("prometheus") else None,
     )
     if team is None:
+        platform_name = (outputs.get("platform") or {}).get("name")
         return Target(
             kind="platform",
-            name=str((outputs.get("platform") or {}).get("name") or "platform"),
+            name=str(platform_name or "platform"),
+            serving_namespace=f"{platform_name}-serving" if platform_name else None,
             mlflow_auth=(_get(outputs, "mlflowAdminUsername", where), _get(outputs, "mlflowAdminPassword", where)),
             s3_credentials=(_get(outputs, "s3AccessKeyId", where), _get(outputs, "s3SecretAccessKey", where)),
             bucket=(outputs.get("platform") or {}).get("artifactsBucket"),
@@ -154,6 +159,7 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
         bucket=_get(team, "bucket", where),
         workspace=team.get("mlflowWorkspace") or None,
         model_urls={k: _url(v, where, f"team.modelUrls.{k}") for k, v in models.items()},
+        serving_namespace=(team.get("namespaces") or {}).get("serving") or None,
         **common,
     )
 
@@ -409,7 +415,9 @@ def _prepare_metrics(run: Run) -> None:
     try:
         for series in _prometheus_query(run, "mlplane:model_info"):
             labels = series["metric"]
-            run.model_info[labels.get("model", "")] = labels
+            # A team's models are recorded from its model exporter (prometheus_config.team_model_rules).
+            if run.target.serving_namespace in (None, labels.get("namespace")):
+                run.model_info[labels.get("model", "")] = labels
         for model in run.target.model_urls:
             run.request_counts[model] = _request_count(run, model)
     except CheckFailed:

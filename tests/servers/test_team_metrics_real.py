@@ -198,3 +198,21 @@ def test_team_models_get_info_rates_alerts_and_drift_alerts_from_their_exporter(
     (rendered / "team-tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     result = promtool("test", "rules", "team-tests.yml", cwd=rendered)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_the_team_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
+    from mlplane.config.team import parse_team
+    from mlplane.team.dashboard import team_dashboard
+
+    team = parse_team({"name": "a", "platform_stack": "local", "serving": {"models": [
+        {"name": "iris", "registered_model": "iris", "version": 1, "logging": {"sample_rate": 0.1}, "drift": {}},
+        {"name": "wine", "registered_model": "wine", "version": 2, "canary": {"mode": "progressive"}},
+    ]}})
+    panels = team_dashboard(team, A, "5m")["panels"]
+    assert [p["id"] for p in panels] == [1, 2, 3, 4, 5, 6]
+    document = {"groups": [{"name": "team", "rules": [
+        {"record": f"dashboard:team_{p['id']}", "expr": p["targets"][0]["expr"]} for p in panels]}]}
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(document))
+    result = promtool("check", "rules", "queries.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

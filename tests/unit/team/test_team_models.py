@@ -220,3 +220,22 @@ def test_a_featured_team_is_admitted_only_with_progressive_delivery_on_the_platf
     base = {"tracking": {"auth": True, "workspaces": True}}
     assert any("serving.progressive.enabled" in p for p in check_platform(team, parse_platform(base)))
     assert check_platform(team, parse_platform({**base, "serving": {"progressive": {"enabled": True}}})) == []
+
+
+def test_the_team_dashboard_shows_drift_and_canary_weights_only_when_used(two):
+    from mlplane.team.dashboard import team_dashboard
+
+    ns = "mlplane-team-fraud-serving"
+    featured_team = team_dashboard(parse_team(featured("fraud")), ns, "5m")
+    panels = {p["title"]: p["targets"][0]["expr"] for p in featured_team["panels"]}
+    assert panels["Input drift (share of drifted features)"] == f'max by (model) (mlplane_model_drift_share{{namespace="{ns}"}})'
+    assert f'namespace="{ns}"' in panels["Feature drift (PSI)"]
+    assert panels["Canary weight (progressive delivery)"] == f'max by (workload) (flagger_canary_weight{{exported_namespace="{ns}"}})'
+    cells = [(x, y) for p in featured_team["panels"] for g in [p["gridPos"]]
+             for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])]
+    assert len(cells) == len(set(cells))
+    plain = team_dashboard(parse_team(team_raw("fraud")), ns, "5m")
+    assert [p["title"] for p in plain["panels"]] == ["Requests per second", "Error ratio (5xx)", "p99 latency"]
+    # The rendered patch carries the featured dashboard.
+    patch = one(two["fraud"], "ConfigMap", "mlplane-monitoring", "grafana-dashboards")
+    assert "Canary weight (progressive delivery)" in patch["data"]["team-fraud.json"]

@@ -115,3 +115,47 @@ def test_verify_never_raises_on_an_unreachable_target():
     rows = verify(target, timeout=1, metric_wait=0)
     assert rows[-1].check == "cleanup"
     assert all(r.status in ("pass", "fail", "skip") for r in rows)
+
+
+def test_each_target_reads_the_model_info_of_its_own_serving_namespace():
+    """A team's and the platform's models may share a name: each reads its own info series (the
+    team's recorded from its model exporter, prometheus_config.team_model_rules)."""
+    import http.server
+    import threading
+
+    from mlplane.tooling.verify import Run, _prepare_metrics
+
+    series = [
+        {"metric": {"model": "iris", "namespace": ns, "registered_model": f"{ns}-iris", "version": "v1",
+                    "envoy_cluster_name": f"httproute/{ns}/iris/rule/0"}, "value": [0, "1"]}
+        for ns in ("mlplane-serving", "mlplane-team-fraud-serving")
+    ]
+
+    class Prometheus(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            return
+
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": series}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Prometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        prometheus = f"http://127.0.0.1:{server.server_address[1]}"
+        platform = {**platform_outputs(), "urls": {**platform_outputs()["urls"], "prometheus": prometheus}}
+        team = {"team": {"name": "fraud", "bucket": "team-fraud", "namespaces": {"serving": "mlplane-team-fraud-serving"},
+                         "modelUrls": {"iris": "http://iris.fraud.example"}},
+                "s3AccessKeyId": "tk", "s3SecretAccessKey": "ts", "mlflowUsername": "team-fraud", "mlflowPassword": "tp"}
+        for outputs, namespace in ((team, "mlplane-team-fraud-serving"), (platform, "mlplane-serving")):
+            target = target_from_outputs(outputs, platform if outputs is team else None)
+            assert target.serving_namespace == namespace
+            run = Run(target=target, timeout=5, metric_wait=0, inputs={})
+            _prepare_metrics(run)
+            assert run.model_info["iris"]["registered_model"] == f"{namespace}-iris"
+    finally:
+        server.shutdown()
