@@ -268,7 +268,14 @@ def test_local_stack_plan_is_clean(local_plan):
     assert local_plan.schema_findings == []
     assert local_plan.evaluation.mandatory == [], local_plan.evaluation.mandatory
     assert local_plan.exit_code == 0
-    assert local_plan.evaluation.not_applicable.keys() == {"stateful-protection"}  # local is throwaway
+    # local is throwaway
+    assert local_plan.evaluation.not_applicable.keys() == {"stateful-protection", "aws-rds-deletion-protection"}
+
+
+def test_local_stack_has_no_cloud_cost(local_plan):
+    assert local_plan.estimate is None
+    assert "cost" not in local_plan.as_json()
+    assert "Cost" not in local_plan.markdown()
 
 
 def test_local_stack_report_covers_every_component(local_plan):
