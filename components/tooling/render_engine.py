@@ -160,9 +160,10 @@ class _Mocks(pulumi.runtime.Mocks):
 
 
 def _is_sdk_type_alias(alias: Any) -> bool:
-    """pulumi-kubernetes registers type aliases for older API versions of every object itself."""
+    """pulumi-kubernetes registers type aliases for older API versions of every object itself, and
+    pulumi-aws for the types it renamed (``aws:s3/bucketV2:BucketV2`` -> ``aws:s3/bucket:Bucket``)."""
     spec = getattr(alias, "spec", None)
-    return spec is not None and not spec.name and str(spec.type).startswith("kubernetes:")
+    return spec is not None and not spec.name and str(spec.type).startswith(("kubernetes:", "aws:"))
 
 
 def _alias_text(alias: Any) -> str:
