@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,8 +58,31 @@ def footprint_document() -> str:
     per = fp.measure(offline_run(source, platform), platform)
     # The optional features, measured on the same stack with each turned on.
     raw = fp.with_features(source.raw)
-    featured = offline_run(dataclasses.replace(source, raw=raw), parse_platform(raw, root=source.root))
-    return FOOTPRINT_INTRO + fp.markdown(per, "stack local") + "\n\n" + fp.features_markdown(fp.feature_usage(featured)) + "\n"
+    featured_source, featured_platform = dataclasses.replace(source, raw=raw), parse_platform(raw, root=source.root)
+    featured = offline_run(featured_source, featured_platform)
+    return (
+        FOOTPRINT_INTRO + fp.markdown(per, "stack local") + "\n\n" + fp.features_markdown(fp.feature_usage(featured))
+        + "\n\n" + fp.team_features_markdown(_team_feature_usage(featured_source, featured_platform)) + "\n"
+    )
+
+
+def _team_feature_usage(source: Any, platform: PlatformConfig) -> dict[str, Any]:
+    """What a team model with every feature on adds: in the team's render, and the team's Flagger
+    controller in the platform's (rendered admitting the team)."""
+    from mlplane.config.team import parse_team
+    from mlplane.config.team_stacks import CheckedTeam
+    from mlplane.services.team_access import TeamGrant
+    from mlplane.tooling import footprint as fp
+    from mlplane.tooling.offline import offline_team_run
+
+    team = parse_team({"name": "example", "platform_stack": "local", "serving": {"models": [fp.TEAM_FEATURES_MODEL]}})
+    work, serving = team.namespaces(platform.name)
+    admitted = offline_run(source, platform, teams=[TeamGrant(name=team.name, work_namespace=work, serving_namespace=serving)])
+    rendered = offline_team_run(CheckedTeam(team, source, platform, []), team.stack)
+    per = {k: v for k, v in fp.feature_usage(admitted).items() if k == fp.TEAM_FEATURES["flagger-team"]}
+    for name, usage in fp.feature_usage(rendered).items():
+        per.setdefault(name, fp.Usage()).add(usage)
+    return per
 
 
 def extra_reference_documents() -> dict[str, str]:

@@ -186,8 +186,23 @@ def with_features(raw: Any) -> dict[str, Any]:
     return merged
 
 
+#: A team's model with every feature on (docs/footprint.md, "Team environments").
+TEAM_FEATURES_MODEL: dict[str, Any] = {
+    "name": "example", "registered_model": "example", "version": 1,
+    "canary": {"mode": "progressive"}, "logging": {"sample_rate": 0.1}, "drift": {},
+}
+TEAM_FEATURES = {
+    "model-exporter": "Model exporter (service `monitoring`, any model), one per team",
+    "flagger-team": "Flagger controller of the team (platform `serving.progressive.enabled`), one per admitted team",
+}
+
+
 def _feature_of(manifest: dict[str, Any], container: str) -> str | None:
     kind, name = manifest["kind"], manifest["metadata"].get("name", "")
+    if kind == "Deployment" and name == "model-exporter":
+        return TEAM_FEATURES["model-exporter"]
+    if kind == "Deployment" and name.startswith("flagger-team-"):
+        return TEAM_FEATURES["flagger-team"]
     if container == "inference-logger":
         return "Inference logging sidecar (`logging`), per model replica"
     if kind == "Deployment" and name == "drift-exporter":
@@ -217,6 +232,29 @@ def feature_usage(capture: Capture) -> dict[str, Usage]:
                 part.workloads.append(f"{manifest['kind']} {manifest['metadata']['name']} / {container['name']}")
                 per.setdefault(feature, Usage()).add(part)
     return per
+
+
+def team_features_markdown(per: dict[str, Usage]) -> str:
+    """The table of what a team's model features add (each off by default)."""
+    rows = [
+        f"| {name} | {u['cpu_request']} | {u['cpu_limit']} | {u['memory_request']} | {u['memory_limit']} | {', '.join(u['workloads'])} |"
+        for name, u in ((name, usage.as_json()) for name, usage in sorted(per.items()))
+    ]
+    return "\n".join(
+        [
+            "### Team environments",
+            "",
+            "A team's models get the same features, in the team's serving namespace and under its",
+            "`quota.serving` (the logging sidecars and drift jobs count there: `mlplane validate`",
+            "refuses a model whose smallest scale does not fit). Measured from a render of team",
+            "`example` on this stack with one model that turns every feature on",
+            "(`footprint.TEAM_FEATURES_MODEL`); the controller runs in the platform's Flagger namespace:",
+            "",
+            "| feature | CPU request | CPU limit | memory request | memory limit | measured on |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
 
 
 def features_markdown(per: dict[str, Usage]) -> str:
