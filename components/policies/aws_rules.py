@@ -53,6 +53,8 @@ IAM_ATTACHMENTS = {
     "aws:iam/policyAttachment:PolicyAttachment",
 }
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+#: The VPC's default group, adopted by pulumi-aws: the same ``ingress`` shape.
+DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 SECURITY_GROUP_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 
@@ -474,7 +476,7 @@ def _open_port_problem(where: str, cidrs: list[Any], protocol: Any, low: Any, hi
 def check_security_group_ingress(resource: Resource, stack: Stack) -> list[Problem]:
     props = resource.props
     found: list[Problem | None] = []
-    if resource.type == SECURITY_GROUP:
+    if resource.type in (SECURITY_GROUP, DEFAULT_SECURITY_GROUP):
         ingress = props.get("ingress")
         for index, rule in enumerate(ingress if isinstance(ingress, list) else []):
             if isinstance(rule, Mapping):

@@ -451,7 +451,7 @@ POLICIES: tuple[Policy, ...] = (
         ),
         enforcement=MANDATORY,
         applies_to=(
-            "aws:ec2/securityGroup:SecurityGroup (ingress), aws:ec2/securityGroupRule:SecurityGroupRule (type ingress), "
+            "aws:ec2/securityGroup:SecurityGroup and defaultSecurityGroup (ingress), aws:ec2/securityGroupRule:SecurityGroupRule (type ingress), "
             "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
         ),
         remediation="Admit other ports from the VPC CIDR or a source security group; publish services through the load balancer.",

@@ -522,3 +522,67 @@ def test_pack_resource_policy_skips_a_policy_unknown_during_preview():
         args = ResourceValidationArgs("aws:iam/policy:Policy", unknown_checking_proxy({"policy": policy}), "urn:x", "admin", options(), None)
         pack_policy("aws-iam-no-wildcard-admin").validate(args, lambda m, urn=None: reported.append(m))
     assert len(reported) == 1 and reported[0].startswith("policy statement 0 allows action '*' on resource '*'")
+
+
+# --------------------------------------------------------------------------------------------
+# The example AWS stack (stacks/Pulumi.aws.yaml), rendered offline
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aws_stack() -> list[Resource]:
+    import os
+    from pathlib import Path
+
+    from mlplane.config import versions
+    from mlplane.tooling import plan
+
+    root = Path(__file__).resolve().parents[3]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setattr(versions, "SUPPORTED_KUBERNETES", (versions.DEFAULT_KUBERNETES,))
+        built = plan.build("aws", None)
+    assert os.path.isdir(root / "stacks")
+    return [resource_view(r) for r in built.capture.resources]
+
+
+def test_example_aws_stack_passes_every_aws_policy_on_resources_it_renders(aws_stack):
+    types = {r.type for r in aws_stack}
+    # Each policy has something to check: a pass is not a pass by absence.
+    assert {
+        "aws:s3/bucket:Bucket", aws_rules.PUBLIC_ACCESS_BLOCK, aws_rules.BUCKET_POLICY, aws_rules.RDS_INSTANCE,
+        aws_rules.EKS_CLUSTER, aws_rules.ECR_REPOSITORY, aws_rules.IAM_ROLE, aws_rules.SECURITY_GROUP,
+    } <= types
+    assert types & aws_rules.SSE_CONFIGS and types & aws_rules.IAM_POLICY_DOCUMENTS
+    evaluation = policies.evaluate(aws_stack, STACK, AWS_POLICIES)
+    assert evaluation.violations == []
+
+
+def test_example_aws_stack_buckets_are_matched_to_their_own_blocks_and_encryption(aws_stack):
+    buckets = [r for r in aws_stack if r.type == "aws:s3/bucket:Bucket"]
+    blocks = [r for r in aws_stack if r.type == aws_rules.PUBLIC_ACCESS_BLOCK]
+    encryption = [r for r in aws_stack if r.type in aws_rules.SSE_CONFIGS]
+    for bucket in buckets:
+        assert [b for b in blocks if aws_rules._refers_to(b, bucket)], bucket.name
+        assert len([c for c in encryption if aws_rules._refers_to(c, bucket)]) == 1, bucket.name
+    without = [r for r in aws_stack if r is not blocks[0]]
+    problems = run_stack("aws-s3-block-public-access", without)
+    assert len(problems) == 1 and problems[0].resource is not None and aws_rules._refers_to(blocks[0], problems[0].resource)
+
+
+def test_example_aws_stack_database_and_cluster_fail_when_a_default_is_weakened(aws_stack):
+    [db] = [r for r in aws_stack if r.type == aws_rules.RDS_INSTANCE]
+    weakened = Resource(type=db.type, name=db.name, urn=db.urn, props={**db.props, "storageEncrypted": False, "backupRetentionPeriod": 1})
+    assert len(run("aws-rds-encrypted", weakened)) == 1 and len(run("aws-rds-backups", weakened)) == 1
+    [eks] = [r for r in aws_stack if r.type == aws_rules.EKS_CLUSTER]
+    opened = Resource(type=eks.type, name=eks.name, urn=eks.urn,
+                      props={**eks.props, "vpcConfig": {**eks.props["vpcConfig"], "endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]}})
+    assert run("aws-eks-private-endpoint", opened) == [
+        "vpcConfig.publicAccessCidrs holds 0.0.0.0/0: the API server is open to the whole internet"
+    ]
+
+
+def test_default_security_group_ingress_is_checked():
+    default = aws(aws_rules.DEFAULT_SECURITY_GROUP, "default", ingress=[{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}])
+    assert run("aws-security-group-open-ingress", default) == ["ingress[0] opens all protocols and ports to 0.0.0.0/0"]
+    assert run("aws-security-group-open-ingress", aws(aws_rules.DEFAULT_SECURITY_GROUP, "default")) == []

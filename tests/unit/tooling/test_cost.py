@@ -311,3 +311,41 @@ def test_plan_report_shows_the_cost_next_to_the_diff(rendered, estimate):
 def test_plan_report_of_a_stack_without_cloud_resources_has_no_cost_section(rendered):
     report = a_plan(rendered, None)
     assert "Cost" not in report.markdown() and "cost" not in report.as_json()
+
+
+# --------------------------------------------------------------------------------------------
+# The example AWS stack (stacks/Pulumi.aws.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aws_plan() -> plan.Plan:
+    from mlplane.config import versions
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        patch.setattr(versions, "SUPPORTED_KUBERNETES", (versions.DEFAULT_KUBERNETES,))
+        return plan.build("aws", None)
+
+
+def test_example_aws_stack_is_priced_completely_in_its_region(aws_plan):
+    estimate = aws_plan.estimate
+    assert estimate is not None and estimate.region == "eu-west-1"
+    assert estimate.unpriced == []
+    items = [l.item for l in estimate.lines]
+    assert items.count("EKS control plane") == 1
+    assert items.count("NAT gateway") == 3  # nat: per_zone over three zones
+    assert "EKS nodes m7i.large" in items and "EKS nodes m7i.xlarge" in items
+    assert "RDS PostgreSQL db.t4g.medium (Multi-AZ: x2)" in items
+    assert "network load balancer" in items  # the Gateway's EnvoyProxy Service
+    assert [l.monthly for l in estimate.lines if l.item == "EKS nodes m7i.xlarge"] == [
+        pytest.approx(2 * HOURS * EU["ec2_instance_hour"]["m7i.xlarge"])
+    ]
+    assert estimate.total == pytest.approx(sum(l.monthly for l in estimate.lines))
+
+
+def test_example_aws_stack_report_has_the_cost_section(aws_plan):
+    text = aws_plan.markdown()
+    assert "### Cost (estimated, monthly)" in text
+    assert f"| cost (estimated) | {aws_plan.estimate.headline()} |" in text
+    assert aws_plan.as_json()["cost"]["complete"] is True
