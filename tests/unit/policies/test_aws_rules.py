@@ -17,6 +17,8 @@ from mlplane.policies import aws_rules
 from mlplane.tooling.plan import resource_view
 from mlplane.tooling.render import capture
 
+from test_policies import pack_server, struct  # noqa: F401 (the policy pack process fixture and its helper)
+
 STACK = Stack(name="prod")
 THROWAWAY = Stack(name="laptop", throwaway=True)
 AWS_POLICIES = [p for p in policies.POLICIES if p.name.startswith("aws-")]
@@ -586,3 +588,42 @@ def test_default_security_group_ingress_is_checked():
     default = aws(aws_rules.DEFAULT_SECURITY_GROUP, "default", ingress=[{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}])
     assert run("aws-security-group-open-ingress", default) == ["ingress[0] opens all protocols and ports to 0.0.0.0/0"]
     assert run("aws-security-group-open-ingress", aws(aws_rules.DEFAULT_SECURITY_GROUP, "default")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The policy pack process, spoken to over gRPC as the engine does
+# --------------------------------------------------------------------------------------------
+
+
+
+@pytest.mark.servers
+def test_pack_server_matches_a_bucket_to_its_block_through_property_dependencies(pack_server):
+    from pulumi.runtime.proto import analyzer_pb2
+
+    bucket_urn = "urn:pulumi:prod::acme-ml::aws:s3/bucket:Bucket::data"
+    block_urn = "urn:pulumi:prod::acme-ml::aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock::data-block"
+    flags = {flag: True for flag in aws_rules.PUBLIC_ACCESS_FLAGS}
+
+    def analyze(dependencies: dict) -> set[tuple[str, str]]:
+        resources = [
+            analyzer_pb2.AnalyzerResource(type="aws:s3/bucket:Bucket", properties=struct({"bucket": "acme-data-1a2b3c4d"}), urn=bucket_urn, name="data"),
+            analyzer_pb2.AnalyzerResource(
+                type=aws_rules.PUBLIC_ACCESS_BLOCK, properties=struct({"bucket": UNKNOWN_STRING_VALUE, **flags}), urn=block_urn,
+                name="data-block", propertyDependencies=dependencies,
+            ),
+        ]
+        response = pack_server.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=resources))
+        return {(d.policyName, d.urn) for d in response.diagnostics if d.policyName.startswith("aws-s3-block")}
+
+    linked = {"bucket": analyzer_pb2.AnalyzerPropertyDependencies(urns=[bucket_urn])}
+    assert analyze(linked) == set()
+    assert analyze({}) == {("aws-s3-block-public-access", bucket_urn)}
+
+
+@pytest.mark.servers
+def test_pack_server_rejects_a_star_on_star_policy(pack_server):
+    from pulumi.runtime.proto import analyzer_pb2
+
+    response = pack_server.Analyze(analyzer_pb2.AnalyzeRequest(
+        type="aws:iam/policy:Policy", properties=struct({"policy": ADMIN}), urn="urn:pulumi:prod::acme-ml::aws:iam/policy:Policy::admin", name="admin"))
+    assert [(d.policyName, d.enforcementLevel) for d in response.diagnostics] == [("aws-iam-no-wildcard-admin", analyzer_pb2.MANDATORY)]
