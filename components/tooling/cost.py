@@ -281,12 +281,22 @@ class _Teams:
         return team if isinstance(team, str) else None
 
 
-def estimate(capture: Capture, *, region: str | None = None, table: PriceTable | None = None) -> Estimate | None:
-    """The monthly estimate of a rendered stack; None when it has no AWS resources (no cloud cost).
+def estimate(
+    capture: Capture,
+    *,
+    region: str | None = None,
+    serving_type: str | None = None,
+    cloud: bool = False,
+    table: PriceTable | None = None,
+) -> Estimate | None:
+    """The monthly estimate of a rendered stack; None when it has no AWS resources and ``cloud`` is
+    false (no cloud cost: the local target).
 
-    ``region`` is used when the render holds no AWS provider naming one (a team stack).
+    A team stack on AWS holds no AWS resource of its own: ``cloud`` asks for its estimate anyway,
+    ``region`` and ``serving_type`` (the platform's serving node type) stand in for what its render
+    does not name.
     """
-    if not has_aws_resources(capture):
+    if not cloud and not has_aws_resources(capture):
         return None
     table = table or aws_prices()
     pricer = _Pricer(table, _region(capture, region))
@@ -295,7 +305,7 @@ def estimate(capture: Capture, *, region: str | None = None, table: PriceTable |
     teams = _Teams(capture)
     lines: list[Line] = []
     team_lines: dict[str, list[Line]] = {}
-    serving_type: str | None = None
+    configured_serving, serving_type = serving_type, None
 
     def add(line: Line, record: Recorded | None = None) -> None:
         lines.append(line)
@@ -341,6 +351,7 @@ def estimate(capture: Capture, *, region: str | None = None, table: PriceTable |
             for line in _kubernetes(pricer, record, assumed):
                 add(line, record)
 
+    serving_type = serving_type or configured_serving
     shares = [TeamShare(team, team_lines.get(team, [])) for team in sorted(set(team_lines) | _quota_teams(capture, teams))]
     for share in shares:
         share.lines += _quota_lines(pricer, capture, teams, share.team, serving_type, assumed)

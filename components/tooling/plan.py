@@ -221,8 +221,16 @@ def check(stack: str, source_label: str, capture: Capture, view: policies.Stack,
         evaluation=evaluation,
         # Only components this render holds: a team render has none of the platform's charts.
         usage={k: v for k, v in footprint.measure(capture, platform).items() if k in rendered or k == "other"},
-        estimate=cost.estimate(capture, region=platform.aws.region if platform.aws is not None else None),
+        estimate=_estimate(capture, platform),
     )
+
+
+def _estimate(capture: Capture, platform: PlatformConfig) -> cost.Estimate | None:
+    """The cost estimate: for AWS stacks and the team stacks of an AWS platform (docs/cost.md)."""
+    if platform.aws is None:
+        return cost.estimate(capture)
+    serving = platform.aws.eks.node_groups.serving.instance_types[0]
+    return cost.estimate(capture, region=platform.aws.region, serving_type=serving, cloud=platform.target == "aws")
 
 
 #: Keys every JSON report has: a file holding them is an earlier report, which may be replaced.

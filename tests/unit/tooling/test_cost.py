@@ -249,6 +249,16 @@ def test_a_team_stack_without_node_groups_says_it_cannot_price_the_quota():
     assert result.region == "us-east-1"
 
 
+def test_a_team_stack_of_an_aws_platform_is_priced_at_the_platform_serving_rate():
+    rendered = capture(team_program)
+    assert cost.estimate(rendered) is None  # no AWS resource of its own
+    result = cost.estimate(rendered, region="us-east-1", serving_type="m7i.xlarge", cloud=True)
+    [share] = result.teams
+    node = TABLE.regions["us-east-1"]["ec2_instance_hour"]["m7i.xlarge"]
+    assert [l.monthly for l in share.lines] == [pytest.approx(6 * HOURS * node * 0.5 / 4), pytest.approx(16 * HOURS * node * 0.5 / 16)]
+    assert result.lines == [] and result.total == 0 and result.unpriced == []
+
+
 # --------------------------------------------------------------------------------------------
 # What the table does not know
 # --------------------------------------------------------------------------------------------
