@@ -239,3 +239,24 @@ def test_the_team_dashboard_shows_drift_and_canary_weights_only_when_used(two):
     # The rendered patch carries the featured dashboard.
     patch = one(two["fraud"], "ConfigMap", "mlplane-monitoring", "grafana-dashboards")
     assert "Canary weight (progressive delivery)" in patch["data"]["team-fraud.json"]
+
+
+def test_featured_team_manifests_pass_strict_schemas_and_the_checkov_baseline(two, tmp_path):
+    assert [str(f) for f in checks.validate_schemas(two["fraud"].manifests(), ["1.34", "1.37"])] == []
+    if checks.checkov_executable() is None:
+        pytest.skip("checkov not installed: scripts/test.sh installs it into its own virtualenv")
+    cli.write_render(two["fraud"], tmp_path)
+    assert [str(f) for f in checks.run_checkov(tmp_path / "manifests")] == []
+
+
+def test_the_platform_with_team_controllers_passes_the_checkov_baseline(tmp_path):
+    if checks.checkov_executable() is None:
+        pytest.skip("checkov not installed: scripts/test.sh installs it into its own virtualenv")
+    source = cli.Source(PROGRESSIVE_PLATFORM, "mlplane:platform", "local", None, {})
+    grants = [TeamGrant(name="fraud", work_namespace="mlplane-team-fraud", serving_namespace="mlplane-team-fraud-serving")]
+    result = offline_run(source, parse_platform(PROGRESSIVE_PLATFORM), teams=grants)
+    flagger = [m for m in result.manifests() if m["metadata"].get("namespace") == "mlplane-flagger"
+               or m["metadata"].get("name") == progressive.TEAM_ROLE]
+    cli.write_render(result, tmp_path)
+    findings = [f for f in checks.run_checkov(tmp_path / "manifests") if "flagger" in str(f)]
+    assert flagger and findings == []
