@@ -260,3 +260,25 @@ def test_the_platform_with_team_controllers_passes_the_checkov_baseline(tmp_path
     cli.write_render(result, tmp_path)
     findings = [f for f in checks.run_checkov(tmp_path / "manifests") if "flagger" in str(f)]
     assert flagger and findings == []
+
+
+def test_team_pods_keep_the_admission_rules_and_the_whole_policy_pack_passes(two):
+    """Every pod the features add in team namespaces runs as 'default' without a token (the
+    admission policy), and the policy pack (team isolation, progressive analysis, baseline) finds
+    nothing mandatory in a featured team's stack."""
+    from mlplane.policies import evaluate
+    from mlplane.services.admission import TEAM_POD_ACCOUNTS
+    from mlplane.tooling.plan import resource_view
+
+    result = two["fraud"]
+    checked = set()
+    for manifest in result.manifests():
+        spec = manifest.get("spec", {})
+        pod = spec.get("jobTemplate", {}).get("spec", {}).get("template", spec.get("template", {})).get("spec")
+        if manifest["metadata"].get("namespace", "").startswith("mlplane-team-fraud") and pod:
+            assert pod.get("serviceAccountName", "default") in TEAM_POD_ACCOUNTS, manifest["metadata"]["name"]
+            assert pod.get("automountServiceAccountToken") is False, manifest["metadata"]["name"]
+            checked.add(manifest["metadata"]["name"])
+    assert {"scorer", "scorer-drift", drift.TEAM_EXPORTER, "ranker"} <= checked
+    evaluation = evaluate([resource_view(r) for r in result.resources], Stack(name="team-fraud", config_secure={}))
+    assert [str(v) for v in evaluation.mandatory] == []
