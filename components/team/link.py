@@ -41,13 +41,18 @@ class PlatformOutputs:
     #: Secret: the team's own scoped kubeconfig (mlplane.services.team_access), never the platform's admin
     #: kubeconfig; None when the platform renders manifests instead of using a cluster.
     kubeconfig: pulumi.Output[str] | None
-    #: Secret: what the platform's grants generated for this team (mlplane.services.team_grants):
-    #: ``s3AccessKeyId``, ``s3SecretAccessKey``, ``mlflowPassword`` (each when the team uses it).
-    credentials: pulumi.Output[Mapping[str, str]]
+    #: Secret: the platform's output ``teamCredentials`` (team -> what its grants generated,
+    #: mlplane.services.team_grants: ``s3AccessKeyId``, ``s3SecretAccessKey``, ``mlflowPassword``).
+    #: Read through :meth:`credential` only, so a team that uses none of them needs no entry.
+    team_credentials: pulumi.Output[Any]
+    team: TeamConfig
 
     def credential(self, key: str) -> pulumi.Output[str]:
-        """One of :attr:`credentials`, a secret; a clear error when the platform generated none."""
-        return pulumi.Output.secret(self.credentials.apply(lambda found: _credential(found, key)))
+        """The team's ``key`` from the platform's grants, a secret; a clear error when missing."""
+        team = self.team
+        return pulumi.Output.secret(
+            self.team_credentials.apply(lambda entries: _credential(_team_entry(entries, team, "teamCredentials"), key))
+        )
 
     @classmethod
     def read(cls, reference: pulumi.StackReference, platform: PlatformConfig, team: TeamConfig) -> PlatformOutputs:
@@ -70,11 +75,10 @@ class PlatformOutputs:
             registry_pull_prefix=field("registryPullPrefix"),
             registry_cluster_push_url=field("registryClusterPushUrl"),
             kubeconfig=kubeconfig,
-            credentials=pulumi.Output.secret(
-                pulumi.Output.all(summary, reference.get_output("teamCredentials")).apply(
-                    lambda v: _team_entry(v[1], team, "teamCredentials")
-                )
+            team_credentials=pulumi.Output.secret(
+                pulumi.Output.all(summary, reference.get_output("teamCredentials")).apply(lambda v: v[1])
             ),
+            team=team,
         )
 
 

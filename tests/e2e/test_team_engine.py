@@ -71,6 +71,9 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "config:\n  mlplane:platform:\n"
         f"    cluster: {{mode: render, render: {{directory: {tmp_path / 'render'}}}}}\n"
         "    registry: {mode: external, external: {url: ghcr.io/acme}}\n"
+        # `team destroy` updates the platform stack with the real program (the revoke of the
+        # team's grants): an Envoy Gateway "already in the cluster", as no chart can be fetched here.
+        "    routing: {controller: existing}\n"
         "    tracking: {workspaces: true}\n    lifecycle: {throwaway: true}\n"
     )
     env = {
