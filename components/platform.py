@@ -7,9 +7,10 @@ from typing import Callable, Sequence
 
 import pulumi
 
+from mlplane.backing import workload_identity
 from mlplane.services import drift
 from mlplane.core import kube
-from mlplane.services.ci_runners import KUBERNETES_MODES, S3_SECRET, CiRunners, CiRunnersArgs
+from mlplane.services.ci_runners import JOB_ACCOUNT, KUBERNETES_MODES, S3_SECRET, CiRunners, CiRunnersArgs
 from mlplane.config import PlatformConfig
 from mlplane.services.monitoring import Monitoring, MonitoringArgs, prometheus_internal_url
 from mlplane.targets.foundation import Foundation
@@ -107,7 +108,8 @@ class Platform(pulumi.ComponentResource):
         )
         self.registry = foundation.registry(f"{name}-registry", platform, within)
         client = self.tracking.client_credentials()
-        s3_credentials = self._runner_datasets(name, platform)
+        job_identity, s3_location = self._runner_identity(platform)
+        s3_credentials = self._runner_datasets(name, platform) if job_identity is None else None
         self.runners = CiRunners(
             f"{name}-runners",
             CiRunnersArgs(
@@ -128,6 +130,10 @@ class Platform(pulumi.ComponentResource):
                 s3_credentials=s3_credentials,
                 s3_secret=S3_SECRET if s3_credentials is not None else None,
                 s3_egress=foundation.s3_egress(platform) if s3_credentials is not None else None,
+                # A store that binds workloads (AWS): job pods run as a service account bound to
+                # the datasets bucket and the registry push, with no key (_runner_identity).
+                job_identity=job_identity,
+                s3_location=s3_location,
             ),
             within,
         )
@@ -149,7 +155,8 @@ class Platform(pulumi.ComponentResource):
                     resource, namespace, parent=parent
                 ),
                 inference_store=drift.platform_store(
-                    f"{name}-serving", self.storage, platform, config.object_storage.buckets.datasets
+                    f"{name}-serving", self.storage, platform, config.object_storage.buckets.datasets,
+                    drift_models=any(m.drift for m in config.serving.models),
                 ),
                 # Flagger's checks (serving.progressive): the Prometheus Monitoring creates below.
                 prometheus_url=prometheus_internal_url(platform.name),
@@ -198,12 +205,45 @@ class Platform(pulumi.ComponentResource):
             "MLPLANE_BUCKET": self.storage.datasets_bucket,
         }
 
+    def _runner_identity(
+        self, platform: kube.Platform
+    ) -> tuple[workload_identity.PodIdentity | None, dict[str, pulumi.Input[str]] | None]:
+        """With a store that binds workloads (S3 on AWS): the job pods' identity, a role bound to
+        JOB_ACCOUNT in the runner namespace with ``datasets_access`` on the datasets bucket and,
+        with a registry pods push to with their identity (ECR), the push to the platform's
+        repositories; and the bucket's location (plain env, no key; None with access 'none').
+        (None, None): runners off, mode 'dind' (no job pods), or a store that hands out keys."""
+        runners = self.config.ci_runners
+        if not runners.enabled or runners.container_mode not in KUBERNETES_MODES:
+            return None, None
+        if not isinstance(self.storage, workload_identity.BindsWorkloads):
+            return None, None
+        buckets: dict[str, workload_identity.BucketAccess] = (
+            {} if runners.datasets_access == "none" else {"datasets": runners.datasets_access}
+        )
+        push = self.registry.push_statements() if isinstance(self.registry, workload_identity.PushesWithIdentity) else []
+        if not buckets and not push:
+            return None, None
+        identity = workload_identity.bind(
+            self.storage, JOB_ACCOUNT, f"{platform.name}-ci-runners", JOB_ACCOUNT, buckets, statements=push
+        )
+        location: dict[str, pulumi.Input[str]] | None = None
+        if buckets:
+            location = {
+                "AWS_ENDPOINT_URL_S3": self.storage.endpoint,
+                "AWS_DEFAULT_REGION": self.storage.region,
+                "MLPLANE_BUCKET": self.storage.datasets_bucket,
+            }
+        return identity, location
+
     def _team_access(
         self, name: str, teams: Sequence[TeamGrant], platform: kube.Platform
     ) -> dict[str, pulumi.Output[str]]:
         """Each admitted team's namespaces and identity; team name -> kubeconfig (secret)."""
         #: Team name -> the credentials its grants generated (mlplane.services.team_grants).
         self.team_credentials: dict[str, dict[str, pulumi.Output[str]]] = {}
+        #: Team name -> the physical name of its bucket, when the store names buckets itself (S3).
+        self.team_buckets: dict[str, pulumi.Output[str]] = {}
         if not teams:
             return {}
         platform_namespaces = {f"{platform.name}-tracking", f"{platform.name}-monitoring"}
@@ -215,6 +255,10 @@ class Platform(pulumi.ComponentResource):
                 teams=tuple(teams), platform=platform, admin_kubeconfig=self.foundation.kubeconfig,
                 admin_context=self.foundation.context, platform_namespaces=frozenset(platform_namespaces),
                 tracking_uri=self.tracking.internal_url,
+                # A store that grants teams roles (S3 on AWS) and a registry pods push to with
+                # them (ECR): the team's bucket and workload roles (mlplane.services.team_grants).
+                storage=self.storage if isinstance(self.storage, workload_identity.GrantsTeams) else None,
+                registry=self.registry if isinstance(self.registry, workload_identity.PushesWithIdentity) else None,
             ),
             # The platform namespaces the team Roles live in exist first.
             pulumi.ResourceOptions(
@@ -231,4 +275,5 @@ class Platform(pulumi.ComponentResource):
                 parent=self, depends_on=[access],
             )
         self.team_credentials = access.credentials
+        self.team_buckets = access.buckets
         return access.kubeconfigs

@@ -75,9 +75,13 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     scraped: list[str] = []
     if teams is None:
         try:
-            configs = admitted_team_configs(config, pulumi.get_stack(), project_dir())
+            project: Path | None = project_dir()
         except InputError:  # not in a project directory: no team stack files to admit
-            configs = []
+            project = None
+        try:
+            configs = admitted_team_configs(config, pulumi.get_stack(), project) if project else []
+        except InputError as error:
+            raise pulumi.RunError("invalid mlplane team config:\n  " + "\n  ".join(error.problems)) from None
         offboarding = offboarding_teams()
         teams = [grant_of(team, config, offboarding.get(team.name)) for team in configs]
         scraped = scraped_team_namespaces(configs, config)
@@ -93,6 +97,10 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     # What each admitted team's grants generated (its S3 keys, its MLflow password): the team
     # stack writes them into Secrets of its own namespaces (mlplane.services.team_grants).
     pulumi.export("teamCredentials", pulumi.Output.secret(platform.team_credentials))
+    if platform.team_buckets:
+        # The physical names of the teams' buckets when the store names them (S3 on AWS: a suffix
+        # makes them globally unique); the team stack's MLPLANE_BUCKET.
+        pulumi.export("teamBuckets", platform.team_buckets)
     # The team stacks it admits (namespaces and identity exist): `mlplane team create` reads it.
     pulumi.export("admittedTeams", sorted(grant.name for grant in teams))
     pulumi.export("mlflowAdminUsername", platform.tracking.admin_username)
@@ -141,16 +149,38 @@ def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path)
 
 
 def admitted_team_configs(platform: PlatformConfig, platform_stack: str, project: Path) -> list[TeamConfig]:
-    """The configs of the teams :func:`admitted_teams` admits."""
-    configs = []
-    for stack in team_stacks(project):
+    """The configs of the teams :func:`admitted_teams` admits.
+
+    A team file that names this platform stack (or names none readable) but is not valid on it
+    stops the platform's update (InputError naming each problem) instead of being left out: left
+    out, an admitted team's namespaces, with everything in them, would be deleted by the update."""
+    configs, problems = [], []
+    for stack, path in team_stacks(project).items():
         try:
-            team = parse_team_stack(stack, read_stack_config(stack))
-        except InputError:
+            raw = read_stack_config(stack)
+        except InputError as error:
+            problems += [f"{path.name}: {problem}" for problem in error.problems]
             continue
-        if team.platform_stack.rsplit("/", 1)[-1] != platform_stack or check_platform(team, platform, TEAM_CONFIG_KEY):
+        named = raw.get(TEAM_CONFIG_KEY, {}).get("platform_stack") if isinstance(raw.get(TEAM_CONFIG_KEY), dict) else None
+        if isinstance(named, str) and named.rsplit("/", 1)[-1] != platform_stack:
+            continue  # another platform's team
+        try:
+            team = parse_team_stack(stack, raw)
+        except InputError as error:
+            problems += [f"{path.name}: {problem}" for problem in error.problems]
+            continue
+        found = check_platform(team, platform, TEAM_CONFIG_KEY)
+        if found:
+            problems += [f"{path.name}: {problem}" for problem in found]
             continue
         configs.append(team)
+    if problems:
+        raise InputError(
+            *problems,
+            f"the update of platform stack '{platform_stack}' stops here, so that no admitted team's namespaces "
+            "are deleted: fix the team file (`mlplane validate --stack <team stack>`), or offboard the team "
+            "first (`mlplane team destroy <name>`)",
+        )
     return configs
 
 

@@ -64,10 +64,51 @@ class BindsWorkloads(Protocol):
         buckets: Mapping[str, BucketAccess],
         *,
         statements: Sequence[Mapping[str, Any]] = (),
+        prefixes: Sequence[str] = (),
     ) -> PodIdentity:
-        """A role allowed ``buckets`` (purpose -> access; see :data:`PURPOSES`) and ``statements``
-        (further IAM statements, e.g. the registry's push), bound to ``service_account`` in
-        ``namespace``; children of the store named ``<store name>-<name>-...``."""
+        """A role allowed ``buckets`` (purpose -> access; see :data:`PURPOSES`), only under the
+        key ``prefixes`` when any are given, and ``statements`` (further IAM statements, e.g. the
+        registry's push), bound to ``service_account`` in ``namespace``; children of the store
+        named ``<store name>-<name>-...``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TeamBinding:
+    """One service account of a team and what its role may do."""
+
+    namespace: str
+    service_account: str
+    #: Access to the team's bucket (None: none).
+    access: BucketAccess | None = "read-write"
+    #: Further statements (the registry's push to the team's repositories).
+    statements: Sequence[Mapping[str, Any]] = ()
+
+
+@runtime_checkable
+class GrantsTeams(Protocol):
+    """An object store whose team grant is a bucket and roles bound to the team's service
+    accounts (S3 on AWS), instead of an identity with keys (the bundled SeaweedFS)."""
+
+    def grant_team(
+        self, team: str, bucket: str | None, bindings: Sequence[TeamBinding]
+    ) -> tuple[Any, list[PodIdentity]]:
+        """The team's bucket (configured name ``bucket``; None: no bucket, roles without bucket
+        access) and one role per binding; returns the bucket (its physical name is ``.bucket``;
+        None without one) and the identities."""
+        ...
+
+
+@runtime_checkable
+class PushesWithIdentity(Protocol):
+    """A registry that pods push to with their workload identity (ECR), not a password."""
+
+    def push_statements(self) -> list[dict[str, Any]]:
+        """What the platform's CI job pods need to push (and pull) the platform's repositories."""
+        ...
+
+    def team_push_statements(self, team: str) -> list[dict[str, Any]]:
+        """What a team's CI job pods need to push (and pull) the team's repositories only."""
         ...
 
 
@@ -79,6 +120,7 @@ def bind(
     buckets: Mapping[str, BucketAccess],
     *,
     statements: Sequence[Mapping[str, Any]] = (),
+    prefixes: Sequence[str] = (),
 ) -> PodIdentity | None:
     """``storage.bind(...)`` when the store binds workloads; None when it hands out keys."""
     if not isinstance(storage, BindsWorkloads):
@@ -88,6 +130,11 @@ def bind(
             raise ValueError(f"bucket purpose '{purpose}' is not one of {', '.join(PURPOSES)}")
         if access not in ("read-only", "read-write"):
             raise ValueError(f"bucket access '{access}' for '{purpose}' is not 'read-only' or 'read-write'")
+    for prefix in prefixes:
+        if not prefix or not prefix.endswith("/") or "*" in prefix or "?" in prefix:
+            raise ValueError(f"key prefix '{prefix}' must be non-empty, end with '/' and hold no wildcard")
+    if prefixes:
+        return storage.bind(name, namespace, service_account, buckets, statements=statements, prefixes=prefixes)
     return storage.bind(name, namespace, service_account, buckets, statements=statements)
 
 
@@ -99,8 +146,10 @@ def service_account(
     parent: pulumi.Resource,
     namespace: pulumi.Input[str] | None = None,
 ) -> k8s.core.v1.ServiceAccount:
-    """The identity's ServiceAccount. No API token is mounted (pods that run as it do not call the
-    Kubernetes API); the Pod Identity webhook mounts its own audience-bound token."""
+    """The identity's ServiceAccount, created after the identity's ``ready`` resources (its
+    association): pods cannot start before their service account exists, so they always get the
+    role's credentials. No API token is mounted (pods that run as it do not call the Kubernetes
+    API); the Pod Identity webhook mounts its own audience-bound token."""
     return k8s.core.v1.ServiceAccount(
         resource_name,
         metadata={
@@ -109,5 +158,5 @@ def service_account(
             "labels": dict(labels),
         },
         automount_service_account_token=False,
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(identity.ready)),
     )

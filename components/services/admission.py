@@ -57,11 +57,13 @@ def _exists(label: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchExpressions": [{"key": label, "operator": "Exists"}]}}
 
 
-def pod_accounts_policy_spec() -> dict[str, Any]:
-    """Pods in team namespaces run as one of TEAM_POD_ACCOUNTS. The ServiceAccount admission plugin
-    (a mutating one, before any validation) fills ``serviceAccountName`` in; the deprecated alias
-    ``serviceAccount`` is checked too."""
-    allowed = "[" + ", ".join(f"'{name}'" for name in TEAM_POD_ACCOUNTS) + "]"
+def pod_accounts_policy_spec(accounts: tuple[str, ...] = TEAM_POD_ACCOUNTS) -> dict[str, Any]:
+    """Pods in team namespaces run as one of ``accounts`` (TEAM_POD_ACCOUNTS; on a platform whose
+    store binds workloads also the team's bound service accounts, each of which exists in one
+    namespace only: mlplane.services.team_grants.WORKLOAD_ACCOUNTS). The ServiceAccount admission
+    plugin (a mutating one, before any validation) fills ``serviceAccountName`` in; the deprecated
+    alias ``serviceAccount`` is checked too."""
+    allowed = "[" + ", ".join(f"'{name}'" for name in accounts) + "]"
     return {
         "failurePolicy": "Fail",
         "matchConstraints": {"resourceRules": [_rule("pods", ["CREATE"])]},
@@ -110,16 +112,19 @@ def bindings(platform_name: str) -> list[tuple[str, str, str, dict[str, Any]]]:
     ]
 
 
-def team_policies(name: str, platform: kube.Platform, parent: pulumi.Resource) -> list[pulumi.Resource]:
+def team_policies(
+    name: str, platform: kube.Platform, parent: pulumi.Resource, accounts: tuple[str, ...] = TEAM_POD_ACCOUNTS
+) -> list[pulumi.Resource]:
     """The policies and their bindings (children ``<name>-pod-accounts``, ``<name>-token-secrets``
-    and ``<name>-<role>-binding`` per binding), cluster-scoped, created once per platform."""
+    and ``<name>-<role>-binding`` per binding), cluster-scoped, created once per platform; pods
+    run as one of ``accounts``."""
     labels = platform.labels("teams", "admission")
     child = pulumi.ResourceOptions(parent=parent)
     policies = {
         pod_accounts_policy_name(platform.name): k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
             f"{name}-pod-accounts",
             metadata={"name": pod_accounts_policy_name(platform.name), "labels": labels},
-            spec=pod_accounts_policy_spec(),
+            spec=pod_accounts_policy_spec(accounts),
             opts=child,
         ),
         token_secrets_policy_name(platform.name): k8s.admissionregistration.v1.ValidatingAdmissionPolicy(

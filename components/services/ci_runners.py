@@ -13,6 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from mlplane.backing.workload_identity import PodIdentity, service_account
 from mlplane.core import kube
 from mlplane.config import CiRunnersConfig, Resources
 from mlplane.services.tracking import PORT as TRACKING_PORT
@@ -64,6 +65,15 @@ REGISTRY_PUSH_VOLUME = "registry-push"
 #: name and keys as a team's S3 Secret in its work namespace, mlplane.team.S3_SECRET).
 S3_SECRET = "s3-credentials"
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "MLPLANE_BUCKET")
+#: Where the bucket is, without keys: what job pods with a workload identity get as plain env.
+S3_LOCATION_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "MLPLANE_BUCKET")
+#: The service account job pods run as when they have a workload identity (a store that binds
+#: workloads: S3 and ECR on AWS). The container hooks create each job pod from the job pod
+#: template, and every key of the template's pod spec but ``containers`` and ``volumes`` replaces
+#: the hooks' own (actions/runner-container-hooks packages/k8s/src/k8s/utils.ts,
+#: mergePodSpecWithOptions: ``base[key] = value``; k8s/index.ts createPod sets no
+#: serviceAccountName of its own), so ``serviceAccountName`` there is the job pod's.
+JOB_ACCOUNT = "ci-jobs"
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,13 @@ class CiRunnersArgs:
     #: The egress rule from the runner namespace to that S3 endpoint (the bundled SeaweedFS's
     #: S3 port). None: an external endpoint over HTTPS is covered by the 443 rule.
     s3_egress: dict[str, Any] | None = None
+    #: The job pods' workload identity (a role bound to :data:`JOB_ACCOUNT` in the job pods'
+    #: namespace: the datasets bucket and the registry push on AWS), instead of keys: job pods
+    #: run as its service account and may reach the node's credential agent. CiRunners creates
+    #: the ServiceAccount in its runner namespace (a team creates its own in its work namespace).
+    job_identity: PodIdentity | None = None
+    #: With ``job_identity``: the bucket's location as plain env (keys S3_LOCATION_ENV), no keys.
+    s3_location: Mapping[str, pulumi.Input[str]] | None = None
 
 
 def how_to_enable(config: CiRunnersConfig) -> str:
@@ -173,6 +190,10 @@ def job_pod_template(args: CiRunnersArgs) -> dict[str, Any]:
     if args.registry_push_secret is not None:
         job["volumeMounts"] = registry_mounts()
         spec["volumes"] = registry_volumes(args.registry_push_secret)
+    if args.job_identity is not None:
+        # The hooks keep this key (see JOB_ACCOUNT); the Pod Identity webhook mounts its own
+        # token, so no API token is mounted (automountServiceAccountToken stays false).
+        spec["serviceAccountName"] = args.job_identity.service_account
     if args.config.container_mode == "kubernetes-novolume":
         spec["initContainers"] = [externals_init_container(args)]
     return {"spec": spec}
@@ -191,6 +212,12 @@ def registry_env(args: CiRunnersArgs) -> list[dict[str, Any]]:
 def s3_env(args: CiRunnersArgs) -> list[dict[str, Any]]:
     """The job pods' S3 identity, one env var per key of ``s3_secret`` (botocore, boto3, DVC and
     the AWS CLI read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3)."""
+    if args.s3_location is not None:
+        if sorted(args.s3_location) != sorted(S3_LOCATION_ENV):
+            raise ValueError(f"s3_location needs exactly the keys {', '.join(S3_LOCATION_ENV)}")
+        if args.job_identity is None or args.s3_secret is not None:
+            raise ValueError("s3_location (no keys) goes with a job_identity and without an s3_secret")
+        return [{"name": key, "value": args.s3_location[key]} for key in S3_LOCATION_ENV]
     if args.s3_secret is None:
         return []
     return [kube.secret_env(key, args.s3_secret, key) for key in S3_ENV]
@@ -439,6 +466,8 @@ def egress_rules(args: CiRunnersArgs, role: str) -> list[dict[str, Any]]:
             rules.append(args.registry_egress)
         if args.s3_egress is not None:
             rules.append(args.s3_egress)
+        if args.job_identity is not None:
+            rules.append(args.job_identity.egress())
     return rules
 
 
@@ -608,6 +637,13 @@ class CiRunners(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self),
                 )
             )
+        if args.job_identity is not None and args.config.container_mode in KUBERNETES_MODES:
+            # Created after the identity's association: job pods (which cannot start before their
+            # service account exists) always get the role's credentials.
+            account = service_account(
+                f"{name}-job-account", args.job_identity, labels, parent=self, namespace=namespace
+            )
+            inputs.append(account)
         if args.config.container_mode in KUBERNETES_MODES:
             template = pulumi.Output.from_input(job_pod_template(args))
             inputs.append(

@@ -5,7 +5,10 @@ namespace gets
 
 - ``Secret/inference-store``: S3 credentials of an identity limited to the datasets bucket
   (bundled store: its own SeaweedFS identity ``<platform>-inference``; external store: the
-  operator's MLflow keys), and ``ConfigMap/inference-scripts`` with the two scripts
+  operator's MLflow keys); with a store that binds workloads (S3 on AWS) no Secret and no key:
+  the logger, the drift jobs and the exporter run as their own service accounts
+  (:data:`ACCOUNTS`), each bound to a role limited to its key prefixes of the bucket
+  (:func:`platform_store`); and ``ConfigMap/inference-scripts`` with the two scripts
   (``inference_logger.py``, ``drift_check.py``, shipped with mlplane);
 - per logging model, a sidecar ``inference-logger`` in each replica: the pod's ``http`` port, in
   front of ``mlflow models serve`` (moved to port ``model`` 8081), which writes a sample of
@@ -20,12 +23,14 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlplane.backing import workload_identity
+from mlplane.backing.workload_identity import PodIdentity
 from mlplane.core import kube
 from mlplane.config import DriftConfig, ModelConfig, ModelRef, duration_seconds
 from mlplane.services.tracking import MLFLOW_TELEMETRY_ENV
@@ -43,6 +48,11 @@ EXPORTER = "drift-exporter"
 EXPORTER_PORT = 9108
 #: Prefix of the logged requests in the bucket.
 LOG_PREFIX = "inference"
+#: Prefix of the drift results (scripts/drift_check.py METRICS_PREFIX).
+METRICS_PREFIX = "drift-metrics"
+#: With a store that binds workloads: role -> the service account of the pods in that role (the
+#: logging sidecar's model pods, the drift CronJobs, the exporter reading the drift results).
+ACCOUNTS = {"logger": "inference-logger", "drift": "drift-job", "exporter": "drift-exporter"}
 #: The bundled store's identity for inference logs (``<platform>-inference``).
 IDENTITY_SUFFIX = "inference"
 #: A team's exporter: its models' info series and, with drift, their drift results.
@@ -64,6 +74,9 @@ class InferenceStore:
     secret_access_key: pulumi.Input[str]
     #: The NetworkPolicy egress rule to the store (its pods, or its port anywhere).
     egress: pulumi.Input[Mapping[str, Any]]
+    #: Workload identities by role (keys of :data:`ACCOUNTS`), instead of the keys above (then
+    #: empty): pods in a role run as its service account, which :meth:`Inference.create` makes.
+    accounts: Mapping[str, PodIdentity] = field(default_factory=dict)
 
 
 #: Builds the store (and its identity) on demand, under the given parent: no model logs, no objects.
@@ -105,16 +118,27 @@ class Inference:
         """The Secret, scripts, egress policy and (with a drift model) the exporter; its scrape target."""
         child = pulumi.ResourceOptions(parent=self.parent)
         labels = dict(self.labels)
-        k8s.core.v1.Secret(
-            f"{self.prefix}-inference-store",
-            metadata={"name": STORE_SECRET, "namespace": self.namespace, "labels": labels},
-            type="Opaque",
-            string_data={
-                "access-key-id": self.store.access_key_id,
-                "secret-access-key": pulumi.Output.secret(self.store.secret_access_key),
-            },
-            opts=child,
-        )
+        rules: list[pulumi.Input[Mapping[str, Any]]] = [self.store.egress]
+        if self.store.accounts:
+            # No key anywhere: each role's service account, bound to its role (the node's Pod
+            # Identity Agent hands out the credentials).
+            for role, identity in sorted(self.store.accounts.items()):
+                workload_identity.service_account(
+                    f"{self.prefix}-{identity.service_account}-account", identity, labels,
+                    parent=self.parent, namespace=self.namespace,
+                )
+            rules.append(PodIdentity.egress())
+        else:
+            k8s.core.v1.Secret(
+                f"{self.prefix}-inference-store",
+                metadata={"name": STORE_SECRET, "namespace": self.namespace, "labels": labels},
+                type="Opaque",
+                string_data={
+                    "access-key-id": self.store.access_key_id,
+                    "secret-access-key": pulumi.Output.secret(self.store.secret_access_key),
+                },
+                opts=child,
+            )
         k8s.core.v1.ConfigMap(
             f"{self.prefix}-inference-scripts",
             metadata={"name": SCRIPTS_CONFIG_MAP, "namespace": self.namespace, "labels": labels},
@@ -127,19 +151,29 @@ class Inference:
             namespace=self.namespace,
             labels=labels,
             pods={STORE_LABEL: "true"},
-            rules=[self.store.egress],
+            rules=rules,
             parent=self.parent,
         )
         if not drift_models:
             return []
         return [self._exporter()]
 
+    def account(self, role: str) -> str | None:
+        """The service account pods in ``role`` run as (None: the store hands out keys)."""
+        identity = self.store.accounts.get(role)
+        if self.store.accounts and identity is None:
+            raise ValueError(f"the inference store binds no identity for the {role} (bound: {sorted(self.store.accounts)})")
+        return identity.service_account if identity is not None else None
+
     # ----------------------------------------------------------------------------- env
 
     def store_env(self) -> list[dict[str, Any]]:
-        return [
+        keys = [] if self.store.accounts else [
             kube.secret_env("AWS_ACCESS_KEY_ID", STORE_SECRET, "access-key-id"),
             kube.secret_env("AWS_SECRET_ACCESS_KEY", STORE_SECRET, "secret-access-key"),
+        ]
+        return [
+            *keys,
             {"name": "AWS_ENDPOINT_URL_S3", "value": self.store.endpoint},
             {"name": "AWS_DEFAULT_REGION", "value": self.store.region},
             {"name": "BUCKET", "value": self.store.bucket},
@@ -196,6 +230,9 @@ class Inference:
         )
         workload.containers.append(sidecar)
         workload.volumes.append(self.scripts_volume())
+        account = self.account("logger")
+        if account is not None:
+            workload.service_account = account
 
     # --------------------------------------------------------------------------- drift
 
@@ -236,6 +273,7 @@ class Inference:
             uid=10001,
             fs_group=10001,
             volumes=[self.scripts_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+            service_account=self.account("drift"),
         )
         template = workload.template(job_labels)
         template["spec"]["restartPolicy"] = "Never"
@@ -265,6 +303,7 @@ class Inference:
             self.prefix, self.platform, self.namespace, self.parent,
             env=self.store_env(), extra_labels={STORE_LABEL: "true", **(self.scrape_labels or {})},
             monitoring_namespace=self.monitoring_namespace or f"{self.platform.name}-monitoring",
+            service_account=self.account("exporter"),
         )
 
 
@@ -280,6 +319,7 @@ def exporter(
     name: str = EXPORTER,
     info_config_map: pulumi.Input[str] | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
+    service_account: str | None = None,
 ) -> kube.ScrapeTarget:
     """``Deployment/<name>`` serving the drift results of ``env``'s store (when it names one) and
     the static exposition of ``info_config_map`` (key :data:`INFO_FILE`) on ``/metrics``, with an
@@ -304,7 +344,9 @@ def exporter(
         readiness=kube.http_probe("/healthz", "metrics", period=10),
         mounts=mounts,
     )
-    workload = kube.Workload(containers=[container], uid=10001, fs_group=10001, volumes=volumes)
+    workload = kube.Workload(
+        containers=[container], uid=10001, fs_group=10001, volumes=volumes, service_account=service_account
+    )
     k8s.apps.v1.Deployment(
         f"{prefix}-{name}",
         metadata={
@@ -344,9 +386,15 @@ def kube_resources() -> Any:
     return resources("10m", "64Mi", "200m", "128Mi")()
 
 
-def platform_store(name: str, storage: Any, platform: kube.Platform, datasets_bucket: str) -> StoreFactory:
+def platform_store(
+    name: str, storage: Any, platform: kube.Platform, datasets_bucket: str, *, drift_models: bool = True
+) -> StoreFactory:
     """The platform's inference store: the datasets bucket, with a bucket-scoped identity when
-    the store is bundled (``<platform>-inference``, granted by the storage's grant Job)."""
+    the store is bundled (``<platform>-inference``, granted by the storage's grant Job), or, when
+    the store binds workloads (S3 on AWS), a role per role of :data:`ACCOUNTS` limited to its key
+    prefixes of the serving namespace: the logger reads and writes ``inference/<ns>/``, the drift
+    job also ``drift-metrics/<ns>/`` (its results), the exporter reads ``drift-metrics/<ns>/``
+    (the last two only with ``drift_models``)."""
 
     def build(parent: pulumi.Resource) -> InferenceStore:
         import pulumi_random as random
@@ -359,6 +407,20 @@ def platform_store(name: str, storage: Any, platform: kube.Platform, datasets_bu
             lambda v: {"to": [kube.pods_peer(v[0], seaweedfs)], "ports": kube.tcp(endpoint_port(v[1]))}
             if v[0] else kube.internet_egress(endpoint_port(v[1]))
         )
+        namespace = f"{platform.name}-serving"
+        logs, results = f"{LOG_PREFIX}/{namespace}/", f"{METRICS_PREFIX}/{namespace}/"
+        wanted = {"logger": ("read-write", (logs,))}
+        if drift_models:
+            wanted |= {"drift": ("read-write", (logs, results)), "exporter": ("read-only", (results,))}
+        accounts = {
+            role: workload_identity.bind(
+                storage, ACCOUNTS[role], namespace, ACCOUNTS[role], {"datasets": access}, prefixes=prefixes
+            )
+            for role, (access, prefixes) in wanted.items()
+        }
+        if all(identity is not None for identity in accounts.values()):  # a store that binds workloads
+            return InferenceStore(storage.endpoint, storage.region, storage.datasets_bucket, "", "", egress,
+                                  {role: identity for role, identity in accounts.items() if identity is not None})
         if storage.grant_target is None:  # external: the operator's keys (see docs/models.md)
             return InferenceStore(storage.endpoint, storage.region, storage.datasets_bucket,
                                   storage.mlflow_access_key_id, storage.mlflow_secret_access_key, egress)

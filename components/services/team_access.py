@@ -37,6 +37,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from mlplane.backing.workload_identity import GrantsTeams, PushesWithIdentity
 from mlplane.services import admission, team_grants
 from mlplane.core import kube
 from mlplane.config.team import RUNNERS_SUFFIX, TeamConfig
@@ -159,6 +160,10 @@ class TeamAccessArgs:
     platform_namespaces: frozenset[str] = frozenset()
     #: The MLflow server's in-cluster URL (the team's MLflow grant Job calls it).
     tracking_uri: pulumi.Input[str] = ""
+    #: A store that grants teams a bucket and roles (S3 on AWS) and a registry pods push to with
+    #: them (ECR); None: the bundled store's keys (mlplane.services.team_grants).
+    storage: GrantsTeams | None = None
+    registry: PushesWithIdentity | None = None
 
 
 class TeamAccess(pulumi.ComponentResource):
@@ -241,6 +246,7 @@ class TeamAccess(pulumi.ComponentResource):
                 object_storage_namespace=f"{plat.name}-storage" in args.platform_namespaces,
                 tracking_namespace=f"{plat.name}-tracking" in args.platform_namespaces,
                 tracking_uri=args.tracking_uri, offboarding=grant.offboarding,
+                storage=args.storage, registry=args.registry,
             )
         self.kubeconfig: pulumi.Output[str] | None = None
         if args.admin_kubeconfig is not None and args.admin_context is not None:
@@ -265,13 +271,16 @@ class TeamsArgs:
     admin_context: str | None
     platform_namespaces: frozenset[str] = frozenset()
     tracking_uri: pulumi.Input[str] = ""
+    storage: GrantsTeams | None = None
+    registry: PushesWithIdentity | None = None
 
 
 class Teams(pulumi.ComponentResource):
     """Every admitted team's access: the ``<platform>-teams`` namespace (child ``namespace``), the
     admission policies of team namespaces (children ``admission-*``, mlplane.services.admission) and one
-    :class:`TeamAccess` per team (child ``<team>``). Outputs: ``kubeconfigs`` (team -> secret) and
-    ``credentials`` (team -> the credentials its grants generated, secret)."""
+    :class:`TeamAccess` per team (child ``<team>``). Outputs: ``kubeconfigs`` (team -> secret),
+    ``credentials`` (team -> the credentials its grants generated, secret) and ``buckets`` (team ->
+    its bucket's physical name, when the store names buckets: S3 on AWS)."""
 
     def __init__(self, name: str, args: TeamsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplane:teams:Teams", name, None, opts)
@@ -279,9 +288,12 @@ class Teams(pulumi.ComponentResource):
         namespace = kube.namespace(
             plat, f"{name}-namespace", identities_namespace(plat.name), parent=self, component="teams"
         )
-        admission.team_policies(f"{name}-admission", plat, self)
+        # With roles bound to the teams' service accounts, their pods run as those too.
+        accounts = admission.TEAM_POD_ACCOUNTS + (team_grants.WORKLOAD_ACCOUNTS if args.storage is not None else ())
+        admission.team_policies(f"{name}-admission", plat, self, accounts)
         self.kubeconfigs: dict[str, pulumi.Output[str]] = {}
         self.credentials: dict[str, dict[str, pulumi.Output[str]]] = {}
+        self.buckets: dict[str, pulumi.Output[str]] = {}
         for grant in sorted(args.teams, key=lambda g: g.name):
             access = TeamAccess(
                 f"{name}-{grant.name}",
@@ -289,10 +301,13 @@ class Teams(pulumi.ComponentResource):
                     grant=grant, platform=plat, identities_namespace=namespace.metadata.name,
                     admin_kubeconfig=args.admin_kubeconfig, admin_context=args.admin_context,
                     platform_namespaces=args.platform_namespaces, tracking_uri=args.tracking_uri,
+                    storage=args.storage, registry=args.registry,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )
             self.credentials[grant.name] = access.credentials.output()
+            if access.credentials.bucket is not None:
+                self.buckets[grant.name] = access.credentials.bucket
             if access.kubeconfig is not None:
                 self.kubeconfigs[grant.name] = access.kubeconfig
         self.register_outputs({"kubeconfigs": self.kubeconfigs})

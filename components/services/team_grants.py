@@ -9,7 +9,13 @@ platform stack, which holds the admin identity there:
   team's password, a NetworkPolicy admitting nothing to the Job's pod, and a Job in
   ``<platform>-tracking`` that calls MLflow's REST API with the platform's admin credential;
 - while a team is offboarded (``mlplane:offboardTeams`` on the platform stack, set only by
-  `mlplane team destroy` in a copy of the config), revoke Jobs instead of the grant Jobs.
+  `mlplane team destroy` in a copy of the config), revoke Jobs instead of the grant Jobs;
+- with a store that grants teams roles instead of keys (S3 on AWS,
+  :class:`mlplane.backing.workload_identity.GrantsTeams`): the team's bucket and one role per
+  service account of :func:`team_bindings`, bound by EKS Pod Identity, with no key at all
+  (``teamCredentials`` then holds only the MLflow password). An offboarded team keeps its bucket
+  (protected outside throwaway stacks: its data is deleted by an administrator, never by a
+  destroy) and loses its roles.
 
 The credentials (generated here) reach the team stack through the platform's secret output
 ``teamCredentials``; the team stack writes them into Secrets of its own namespaces. So a team's
@@ -29,10 +35,11 @@ import pulumi_random as random
 
 from mlplane import scripts
 from mlplane.backing import object_storage
+from mlplane.backing.workload_identity import BucketAccess, GrantsTeams, PushesWithIdentity, TeamBinding
 from mlplane.config import Resources
 from mlplane.config.team import TeamConfig
 from mlplane.core import kube
-from mlplane.services import tracking
+from mlplane.services import ci_runners, drift, tracking
 
 #: The MLflow role that gives the team account MANAGE on its workspace.
 MLFLOW_ROLE = "team"
@@ -44,6 +51,50 @@ MLFLOW_SCRIPT = scripts.text("team_mlflow.py")
 S3_REVOKE_SCRIPT = scripts.text("team_s3_revoke.sh")
 #: How an offboarded team's data is treated (``mlplane:offboardTeams`` values).
 OFFBOARDING_MODES = ("delete-data", "keep-data")
+#: With a store that grants teams roles: every service account a pod in a team's work or serving
+#: namespace may run as besides ``default`` (mlplane.services.admission): the CI job pods (and the
+#: members' own pods that need the bucket), the logging model pods, the drift jobs, the exporter.
+WORKLOAD_ACCOUNTS: tuple[str, ...] = (ci_runners.JOB_ACCOUNT, *drift.ACCOUNTS.values())
+
+
+def team_bindings(
+    team: TeamConfig, work_namespace: str, serving_namespace: str,
+    push_statements: Sequence[Mapping[str, Any]] = (),
+) -> list[TeamBinding]:
+    """The service accounts of a team a store that grants teams roles binds, and what each may do:
+
+    - work namespace, ``ci-jobs`` (its CI job pods; the members' own pods that need S3): read and
+      write its bucket (with 'object_storage') and ``push_statements`` (the registry's push to the
+      team's repositories, with 'registry' and runners);
+    - serving namespace, with logging: ``inference-logger`` (model pods that log) read-write, and
+      with drift ``drift-job`` read-write (it writes its results) and ``drift-exporter`` read-only.
+
+    The team stack runs its workloads as exactly these (mlplane.team, :func:`bound_accounts`)."""
+    return [
+        TeamBinding(namespace, account, access, list(push_statements) if push else [])
+        for namespace, account, access, push in bound_accounts(
+            team, work_namespace, serving_namespace, registry_push=bool(push_statements)
+        )
+    ]
+
+
+def bound_accounts(
+    team: TeamConfig, work_namespace: str, serving_namespace: str, *, registry_push: bool
+) -> list[tuple[str, str, BucketAccess | None, bool]]:
+    """(namespace, service account, bucket access, registry push) of :func:`team_bindings`:
+    what the platform binds and the team stack runs its pods as (``registry_push``: the
+    registry takes pushes with a workload identity)."""
+    found: list[tuple[str, str, BucketAccess | None, bool]] = []
+    storage = team.uses("object_storage")
+    push = registry_push and team.uses("registry") and team.ci_runners.enabled
+    if storage or push:
+        found.append((work_namespace, ci_runners.JOB_ACCOUNT, "read-write" if storage else None, push))
+    if storage and team.serving.logging:
+        found.append((serving_namespace, drift.ACCOUNTS["logger"], "read-write", False))
+        if team.serving.drift:
+            found.append((serving_namespace, drift.ACCOUNTS["drift"], "read-write", False))
+            found.append((serving_namespace, drift.ACCOUNTS["exporter"], "read-only", False))
+    return found
 
 
 @dataclass(frozen=True)
@@ -60,6 +111,9 @@ class TeamCredentials:
     s3_access_key_id: pulumi.Output[str] | None = None
     s3_secret_access_key: pulumi.Output[str] | None = None
     mlflow_password: pulumi.Output[str] | None = None
+    #: The physical name of the team's bucket when the store names it (S3: ``<bucket>-<suffix>``),
+    #: published in the platform's (plain) output ``teamBuckets``, not in ``teamCredentials``.
+    bucket: pulumi.Output[str] | None = None
 
     def output(self) -> dict[str, pulumi.Output[str]]:
         """The ``teamCredentials.<team>`` entry (the whole output is secret)."""
@@ -81,16 +135,37 @@ def grant_team(
     tracking_namespace: bool,
     tracking_uri: pulumi.Input[str],
     offboarding: Offboarding | None = None,
+    storage: GrantsTeams | None = None,
+    registry: PushesWithIdentity | None = None,
 ) -> TeamCredentials:
     """The grants of ``team`` (children of ``parent``, named ``<name>-<role>``): its S3 identity
     and bucket when it uses object storage and the store is bundled (``object_storage_namespace``),
-    its MLflow workspace and account when it uses tracking."""
+    or its bucket and workload roles when the store grants teams roles (``storage``; children of
+    the store), its MLflow workspace and account when it uses tracking."""
     s3_key_id = s3_secret = password = None
-    if team.uses("object_storage") and object_storage_namespace:
+    bucket: pulumi.Output[str] | None = None
+    if storage is not None:
+        bucket = _workload_roles(team, platform, storage, registry, offboarding)
+    elif team.uses("object_storage") and object_storage_namespace:
         s3_key_id, s3_secret = _object_storage(name, team, platform, parent, offboarding)
     if team.uses("tracking") and tracking_namespace:
         password = _tracking(name, team, platform, parent, tracking_uri, offboarding)
-    return TeamCredentials(s3_key_id, s3_secret, password)
+    return TeamCredentials(s3_key_id, s3_secret, password, bucket)
+
+
+def _workload_roles(
+    team: TeamConfig, platform: kube.Platform, storage: GrantsTeams, registry: PushesWithIdentity | None,
+    offboarding: Offboarding | None,
+) -> pulumi.Output[str] | None:
+    """The team's bucket and roles on a store that grants teams roles; returns the bucket's
+    physical name (None without 'object_storage': roles for the registry push only)."""
+    work, serving = team.namespaces(platform.name)
+    push = registry.team_push_statements(team.name) if registry is not None else []
+    bindings = [] if offboarding is not None else team_bindings(team, work, serving, push)
+    if not team.uses("object_storage") and not bindings:
+        return None
+    bucket, _ = storage.grant_team(team.name, team.bucket if team.uses("object_storage") else None, bindings)
+    return bucket.bucket if bucket is not None else None
 
 
 def _object_storage(

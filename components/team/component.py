@@ -33,6 +33,15 @@ class TeamArgs:
     provider: k8s.Provider
     #: Resolves a secret config key of the team stack (``ci_runners.github_token_key``...).
     secret: Callable[[str], pulumi.Output[str]]
+    #: The physical name of the team's bucket when the platform's store names it (S3 on AWS, the
+    #: platform's output ``teamBuckets``); None: the configured ``object_storage.bucket``.
+    bucket: pulumi.Input[str] | None = None
+
+    @property
+    def binds_workloads(self) -> bool:
+        """The platform's store binds the team's service accounts to roles (target 'aws'): the
+        team's pods hold no S3 or registry key and run as the bound service accounts."""
+        return self.platform.target == "aws"
 
 
 
@@ -67,10 +76,13 @@ class Team(Guardrails, Grants, Workloads, ModelExtras, Dashboard, pulumi.Compone
         self.namespaces = {"work": work_name, "serving": serving_name}
         for space, quota in ((self.work, cfg.quota.work), (self.serving, cfg.quota.serving)):
             self._guardrails(space, quota)
+        self._bucket_name: pulumi.Input[str] = args.bucket if args.bucket is not None else cfg.bucket
         self._environment()
-        self.bucket: str | None = None
+        self.bucket: pulumi.Input[str] | None = None
         self.s3_access_key_id: pulumi.Output[str] | None = None
         self.s3_secret_access_key: pulumi.Output[str] | None = None
+        if args.binds_workloads:
+            self._workload_accounts()
         if cfg.uses("object_storage"):
             self._object_storage()
         self.mlflow_workspace: str | None = None

@@ -4,6 +4,12 @@ The grants themselves (its bucket and S3 identity, its MLflow workspace and acco
 revocation when the team is offboarded) are made by the platform stack in its namespaces
 (mlplane.services.team_grants); the team stack reads what they generated from the platform's
 secret output ``teamCredentials`` and writes it into Secrets of the team's namespaces.
+
+On a platform whose store binds workloads (S3 and ECR on AWS) there is no S3 key: the platform
+binds roles to the team's service accounts (mlplane.services.team_grants.bound_accounts), the
+team stack creates those accounts and runs its pods as them, and writes no ``s3-credentials``
+Secret; where the bucket is (endpoint, region, its physical name) is in the ``team-environment``
+ConfigMap of both namespaces.
 """
 
 from __future__ import annotations
@@ -11,14 +17,45 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlplane.backing import workload_identity
+from mlplane.services import team_grants
 from mlplane.team.names import MLFLOW_SECRET, S3_SECRET
 
 
 class Grants:
     """The Team's credentials: its S3 identity and its MLflow account."""
 
+    def _bound(self) -> list[tuple[str, str, str | None, bool]]:
+        """The team's service accounts the platform binds to roles (empty: it hands out keys)."""
+        if not self._args.binds_workloads:
+            return []
+        return team_grants.bound_accounts(
+            self._args.config, self.work.name, self.serving.name, registry_push=True
+        )
+
+    def _workload_account(self, namespace: str, account: str) -> workload_identity.PodIdentity | None:
+        """The identity of ``account`` in ``namespace`` when the platform binds it."""
+        if (namespace, account) in {(found[0], found[1]) for found in self._bound()}:
+            return workload_identity.PodIdentity(namespace=namespace, service_account=account)
+        return None
+
+    def _workload_accounts(self) -> None:
+        """The work namespace's bound service account (CI job pods, members' pods that need the
+        bucket or the registry push): no API token; the serving namespace's are made with its
+        inference objects (mlplane.services.drift)."""
+        for namespace, account, _, _ in self._bound():
+            if namespace == self.work.name:
+                identity = workload_identity.PodIdentity(namespace=namespace, service_account=account)
+                workload_identity.service_account(
+                    f"{self._name}-work-{account}-account", identity, self._labels(account), parent=self
+                )
+
     def _object_storage(self) -> None:
         cfg, out = self._args.config, self._args.outputs
+        if self._args.binds_workloads:
+            # No key: the bound service accounts (_workload_accounts) and team-environment.
+            self.bucket = self._bucket_name
+            return
         key_id = out.credential("s3AccessKeyId")
         secret_key = out.credential("s3SecretAccessKey")
         k8s.core.v1.Secret(

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from mlplane.backing import object_storage
+from mlplane.backing import object_storage, workload_identity
 from mlplane.config.team import QuotaConfig
 from mlplane.core import kube
 from mlplane.services import serving, tracking
@@ -146,6 +146,13 @@ class Guardrails:
             )
         if space.role == "serving":
             return rules
+        if self._args.binds_workloads:
+            # S3 and ECR have no addresses a NetworkPolicy can name: HTTPS to any address but the
+            # metadata endpoints; and the node's Pod Identity Agent, where the bound service
+            # accounts' pods get their credentials.
+            if cfg.uses("object_storage") or cfg.uses("registry"):
+                rules += [kube.internet_egress(443), workload_identity.PodIdentity.egress()]
+            return rules
         if cfg.uses("object_storage"):
             rules.append(
                 {
@@ -187,7 +194,7 @@ class Guardrails:
         if cfg.uses("tracking"):
             data |= {"MLFLOW_TRACKING_URI": out.tracking_uri, "MLFLOW_WORKSPACE": cfg.identity}
         if cfg.uses("object_storage"):
-            data |= {"AWS_ENDPOINT_URL_S3": out.s3_endpoint, "AWS_DEFAULT_REGION": out.s3_region, "MLPLANE_BUCKET": cfg.bucket}
+            data |= {"AWS_ENDPOINT_URL_S3": out.s3_endpoint, "AWS_DEFAULT_REGION": out.s3_region, "MLPLANE_BUCKET": self._bucket_name}
         if cfg.uses("registry"):
             data |= {"MLPLANE_REGISTRY": out.registry_cluster_push_url, "MLPLANE_REGISTRY_PULL_PREFIX": out.registry_pull_prefix}
         for space in (self.work, self.serving):

@@ -64,6 +64,19 @@ class ModelExtras:
         cfg, plat, out = self._args.config, self._args.platform, self._args.outputs
         if not cfg.serving.logging:
             return None
+        if self._args.binds_workloads:
+            # No key: the roles the platform bound to the serving namespace's accounts (Grants).
+            accounts = {
+                role: identity for role, account in drift.ACCOUNTS.items()
+                if (identity := self._workload_account(self.serving.name, account)) is not None
+            }
+            store = drift.InferenceStore(
+                endpoint=out.s3_endpoint, region=out.s3_region, bucket=self._bucket_name,
+                access_key_id="", secret_access_key="",
+                # S3 has no addresses a NetworkPolicy can name (the agent: Inference.create).
+                egress=kube.internet_egress(443), accounts=accounts,
+            )
+            return self._inference_objects(store)
         # TeamConfig: logging needs 'object_storage', so the team's key exists (Grants).
         assert self.s3_access_key_id is not None and self.s3_secret_access_key is not None
         store = drift.InferenceStore(
@@ -77,6 +90,10 @@ class ModelExtras:
                 "ports": [{"port": object_storage.S3_PORT, "protocol": "TCP"}],
             },
         )
+        return self._inference_objects(store)
+
+    def _inference_objects(self, store: drift.InferenceStore) -> drift.Inference:
+        cfg, plat, out = self._args.config, self._args.platform, self._args.outputs
         inference = drift.Inference(
             parent=self, prefix=f"{self._name}-serving", platform=self._team, namespace=self.serving.name,
             ns_name=self.serving.name, store=store, tracking_uri=out.tracking_uri, credentials_secret=MLFLOW_SECRET,
@@ -120,12 +137,16 @@ class ModelExtras:
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             *MLFLOW_TELEMETRY_ENV,
         ]
+        account = None
         if inference is not None and cfg.serving.drift:
-            # The drift results in the team's bucket: the exporter reads them with the team's key.
+            # The drift results in the team's bucket: the exporter reads them with the team's key
+            # (or, on AWS, as the read-only bound account).
             extra[drift.STORE_LABEL] = "true"
             env = inference.store_env()
+            account = inference.account("exporter")
         drift.exporter(
             f"{self._name}-serving", self._team, self.serving.name, self,
             env=env, extra_labels=extra, monitoring_namespace=f"{plat.name}-monitoring",
             name=drift.TEAM_EXPORTER, info_config_map=info.metadata.name, depends_on=after,
+            service_account=account,
         )

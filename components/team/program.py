@@ -24,12 +24,16 @@ def team_program(
         f"{team.stack}-platform", stack_name=stack_reference_name(team.platform_stack, pulumi.get_project())
     )
     outputs = PlatformOutputs.read(reference, platform, team)
+    bucket: pulumi.Input[str] | None = None
+    if platform.target == "aws" and team.uses("object_storage"):
+        # S3 bucket names are global: the platform's store adds a suffix and publishes the name.
+        bucket = reference.get_output("teamBuckets").apply(lambda found: _bucket(found, team))
     provider = k8s.Provider(f"{team.stack}-kubernetes", **provider_args(platform, team, outputs))
     component = Team(
         team.stack,
         TeamArgs(
             config=team, platform=platform, outputs=outputs, provider=provider,
-            secret=stack_config.require_secret,
+            secret=stack_config.require_secret, bucket=bucket,
         ),
         pulumi.ResourceOptions(providers=[provider]),
     )
@@ -54,3 +58,15 @@ def team_program(
         pulumi.export("mlflowUsername", component.mlflow_username)
         pulumi.export("mlflowPassword", component.mlflow_password)
     return component
+
+
+def _bucket(buckets: object, team: TeamConfig) -> str:
+    """The team's bucket from the platform's output ``teamBuckets``, or a clear error."""
+    found = buckets.get(team.name) if isinstance(buckets, dict) else None
+    if not found:
+        local = team.platform_stack.rsplit("/", 1)[-1]
+        raise ValueError(
+            f"platform stack '{local}' publishes no bucket for team '{team.name}' (its output teamBuckets): "
+            f"run `pulumi up --stack {local}` with this version of mlplane, then deploy the team again"
+        )
+    return str(found)

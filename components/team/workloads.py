@@ -20,7 +20,8 @@ class Workloads:
     def _serve(self) -> None:
         cfg, plat, out = self._args.config, self._args.platform, self._args.outputs
         assert self.mlflow_password is not None  # serving.models require 'tracking' (TeamConfig)
-        http_port = plat.cluster.kind.http_port if plat.cluster.mode == "kind" else 80
+        # The port of the platform's Gateway URLs (its foundation's http_port: kind's mapped port).
+        http_port = plat.cluster.kind.http_port if plat.target == "local" and plat.cluster.mode == "kind" else 80
         gateway = kube.GatewayRef(
             name=plat.name,
             namespace=f"{plat.name}-gateway",
@@ -39,9 +40,7 @@ class Workloads:
             extra_env=({"name": "MLFLOW_WORKSPACE", "value": cfg.identity},),
             # The platform stack puts the team's pull credentials (pull.<team>: its own
             # repositories only) in the serving namespace (Registry.team_credentials).
-            image_pull_secrets=(
-                ({"name": PULL_SECRET_NAME},) if cfg.uses("registry") and plat.registry.mode == "bundled" else ()
-            ),
+            image_pull_secrets=(({"name": PULL_SECRET_NAME},) if self._bundled_registry() else ()),
             # The MetricTemplates of progressive canaries query the platform Prometheus.
             prometheus_url=prometheus_internal_url(plat.name),
         )
@@ -91,21 +90,32 @@ class Workloads:
             job_resources=runners.job_resources,
             work_volume_size=runners.work_volume_size,
         )
-        bundled = cfg.uses("registry") and plat.registry.mode == "bundled"
+        bundled = self._bundled_registry()
+        # On a platform whose store binds workloads (AWS): job pods run as the bound service
+        # account (the team's bucket and ECR push, no key) and get where the bucket is as env.
+        job_identity = self._workload_account(self.work.name, ci_runners.JOB_ACCOUNT)
+        s3_location = None
+        if job_identity is not None and cfg.uses("object_storage"):
+            s3_location = {
+                "AWS_ENDPOINT_URL_S3": out.s3_endpoint, "AWS_DEFAULT_REGION": out.s3_region,
+                "MLPLANE_BUCKET": self._bucket_name,
+            }
         ci_args = ci_runners.CiRunnersArgs(
             config=ci_config,
             platform=self._team,
             registry_pull_prefix=out.registry_pull_prefix,
             registry_push_url=out.registry_cluster_push_url,
             # Team runners cannot use 'dind' (team_config), the only mode that reads this.
-            registry_insecure=plat.registry.mode == "bundled",
+            registry_insecure=plat.target == "local" and plat.registry.mode == "bundled",
             # The platform stack puts the team's push credential (push.<team>: its own
             # repositories) in the work namespace (Registry.team_credentials).
             registry_push_secret=PUSH_SECRET_NAME if bundled else None,
             job_namespace=self.work.name,
             # The team's own S3 identity (its bucket only; _object_storage), already in the work
             # namespace, which the work namespace's egress policy lets reach the S3 port.
-            s3_secret=S3_SECRET if cfg.uses("object_storage") else None,
+            s3_secret=S3_SECRET if cfg.uses("object_storage") and job_identity is None else None,
+            job_identity=job_identity,
+            s3_location=s3_location,
             tracking_uri=out.tracking_uri,
             tracking_username=cfg.identity,
             tracking_password=self.mlflow_password or pulumi.Output.secret(""),
@@ -139,6 +149,12 @@ class Workloads:
         )
         self.runner_label = label
         self.runners_namespace = namespace
+
+    def _bundled_registry(self) -> bool:
+        """The team uses the platform's bundled registry (local target): its pull and push
+        credentials are Secrets the platform stack writes (Registry.team_credentials)."""
+        plat = self._args.platform
+        return self._args.config.uses("registry") and plat.target == "local" and plat.registry.mode == "bundled"
 
     def _runner_inputs(
         self, args: ci_runners.CiRunnersArgs, namespace: str, labels: dict[str, str]

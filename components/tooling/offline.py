@@ -16,15 +16,25 @@ from typing import Any, Sequence
 from mlplane.tooling import render as render_mod
 from mlplane.config import PlatformConfig
 from mlplane.config.keys import PLATFORM_CONFIG_KEY, TEAM_CONFIG_KEY
-from mlplane.config.stack_files import Source
+from mlplane.config.stack_files import InputError, Source, project_dir
 from mlplane.config.team_stacks import CheckedTeam, checked_stack, secret_keys_of
 
 
 def offline_run(source: Source, platform: PlatformConfig, teams: Sequence[Any] | None = None) -> render_mod.Capture:
     """Run the real stack program offline with stand-ins for secret config values.
 
-    ``teams``: the team grants it admits (default: the project's team stacks naming it)."""
-    from mlplane.program import platform_program
+    ``teams``: the team grants it admits (default: the project's team stacks naming it). A team
+    file naming the platform that is not valid on it is reported (InputError) before the run, as
+    the program would stop on it under `pulumi up`."""
+    from mlplane.program import admitted_team_configs, platform_program
+
+    if teams is None and source.stack:
+        try:
+            project = project_dir()
+        except InputError:
+            project = None
+        if project is not None:
+            admitted_team_configs(platform, source.stack, project)
 
     secrets = {f"mlplane:{key}": render_mod.stand_in_secret(f"config:{key}") for _, key in platform.secret_keys()}
     config = {PLATFORM_CONFIG_KEY: json.dumps(source.raw or {}), **secrets}
@@ -71,7 +81,9 @@ def admitting(outputs: render_mod.StackOutputs, checked: CheckedTeam) -> render_
     secret_names = set(outputs.secret_names)
     current = values.get("teamCredentials")
     credentials = dict(current) if isinstance(current, dict) else {}
-    keys = [*(("s3AccessKeyId", "s3SecretAccessKey") if team.uses("object_storage") else ()),
+    # A store that binds workloads (S3 on AWS) generates no S3 key for a team.
+    s3_keys = team.uses("object_storage") and checked.platform.target != "aws"
+    keys = [*(("s3AccessKeyId", "s3SecretAccessKey") if s3_keys else ()),
             *(("mlflowPassword",) if team.uses("tracking") else ())]
     credentials.setdefault(
         team.name, {key: render_mod.stand_in_secret(f"output:teamCredentials.{team.name}.{key}") for key in keys}

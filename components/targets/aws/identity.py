@@ -61,18 +61,33 @@ TRUST_POLICY = json.dumps(
 
 
 def bucket_statements(
-    sid: str, bucket_arns: Sequence[pulumi.Input[str]], access: str, kms_key_arn: pulumi.Input[str], region: str
+    sid: str, bucket_arns: Sequence[pulumi.Input[str]], access: str, kms_key_arn: pulumi.Input[str], region: str,
+    prefixes: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Least privilege on some buckets: list them, ``access`` on their objects, the KMS key through S3."""
+    """Least privilege on some buckets: list them, ``access`` on their objects, the KMS key through S3.
+
+    With ``prefixes`` (each ending in ``/``) only the keys under them: objects ``<bucket>/<prefix>*``,
+    and ``s3:ListBucket`` only with an ``s3:prefix`` under them (S3 User Guide, "Bucket policy
+    examples using condition keys": ``s3:prefix`` limits ListObjects). The other bucket-level
+    actions take no ``s3:prefix`` and are left out."""
     if access not in OBJECT_ACTIONS:
         raise ValueError(f"access '{access}' is not one of {', '.join(OBJECT_ACTIONS)}")
+    if prefixes:
+        listing: dict[str, Any] = {
+            "Sid": f"{sid}Buckets", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": list(bucket_arns),
+            "Condition": {"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+        }
+        objects = [pulumi.Output.concat(arn, "/", p, "*") for arn in bucket_arns for p in prefixes]
+    else:
+        listing = {"Sid": f"{sid}Buckets", "Effect": "Allow", "Action": list(BUCKET_ACTIONS), "Resource": list(bucket_arns)}
+        objects = [pulumi.Output.concat(arn, "/*") for arn in bucket_arns]
     return [
-        {"Sid": f"{sid}Buckets", "Effect": "Allow", "Action": list(BUCKET_ACTIONS), "Resource": list(bucket_arns)},
+        listing,
         {
             "Sid": f"{sid}Objects",
             "Effect": "Allow",
             "Action": list(OBJECT_ACTIONS[access]),
-            "Resource": [pulumi.Output.concat(arn, "/*") for arn in bucket_arns],
+            "Resource": objects,
         },
         {
             "Sid": f"{sid}Key",

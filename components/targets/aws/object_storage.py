@@ -16,7 +16,6 @@ suffix generated once per store (``random.RandomString``, kept in the stack's st
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import pulumi
@@ -24,7 +23,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from mlplane.backing.object_storage import GrantTarget
-from mlplane.backing.workload_identity import BucketAccess, PodIdentity
+from mlplane.backing.workload_identity import BucketAccess, PodIdentity, TeamBinding
 from mlplane.config import ObjectStoreBuckets
 from mlplane.core import kube
 from mlplane.targets.aws import identity as iam
@@ -212,15 +211,18 @@ class AwsObjectStorage(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------------ identities
 
-    def statements(self, buckets: Mapping[str, BucketAccess], sid: str = "Platform") -> list[dict[str, Any]]:
-        """IAM statements for ``buckets`` (purpose -> access), one group per access level."""
+    def statements(
+        self, buckets: Mapping[str, BucketAccess], sid: str = "Platform", prefixes: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """IAM statements for ``buckets`` (purpose -> access), one group per access level; only
+        under the key ``prefixes`` when any are given."""
         statements: list[dict[str, Any]] = []
         for access in ("read-only", "read-write"):
             arns = [self.bucket_arns[p] for p, a in sorted(buckets.items()) if a == access]
             if arns:
                 label = "Read" if access == "read-only" else "ReadWrite"
                 statements += iam.bucket_statements(
-                    f"{sid}{label}", arns, access, self._ctx.kms_key_arn, self._ctx.config.region
+                    f"{sid}{label}", arns, access, self._ctx.kms_key_arn, self._ctx.config.region, prefixes
                 )
         return statements
 
@@ -232,37 +234,44 @@ class AwsObjectStorage(pulumi.ComponentResource):
         buckets: Mapping[str, BucketAccess],
         *,
         statements: Sequence[Mapping[str, Any]] = (),
+        prefixes: Sequence[str] = (),
     ) -> PodIdentity:
-        """A role limited to ``buckets`` (and ``statements``), bound to the service account by EKS
-        Pod Identity (:func:`mlplane.targets.aws.identity.workload_role`); children of this store
-        named ``<store>-<name>-...``."""
+        """A role limited to ``buckets`` (only under the key ``prefixes`` when given) and
+        ``statements``, bound to the service account by EKS Pod Identity
+        (:func:`mlplane.targets.aws.identity.workload_role`); children of this store named
+        ``<store>-<name>-...``."""
         unknown = set(buckets) - set(self.bucket_arns)
         if unknown:
             raise ValueError(f"{name}: unknown bucket purpose(s) {sorted(unknown)}; known: {sorted(self.bucket_arns)}")
         role = iam.workload_role(
             self._ctx, f"{self._name}-{name}", parent=self, namespace=namespace, service_account=service_account,
-            statements=[*self.statements(buckets), *statements],
+            statements=[*self.statements(buckets, prefixes=prefixes), *statements],
             description=f"mlplane {self._ctx.name}: pods of {namespace}/{service_account}",
         )
         return role.identity
 
     def grant_team(
-        self, team: str, bucket: str, bindings: Sequence[TeamBinding]
-    ) -> tuple[aws.s3.Bucket, list[PodIdentity]]:
+        self, team: str, bucket: str | None, bindings: Sequence[TeamBinding]
+    ) -> tuple[aws.s3.Bucket | None, list[PodIdentity]]:
         """A team's bucket (``<bucket>-<suffix>``, the same secure defaults) and, per binding, a role
         bound to its (namespace, service account): ``access`` on the team's bucket only (none:
         no S3 at all) plus the binding's ``statements`` (e.g. push to the team's repositories).
-        The AWS side of the team's grant; the platform stack calls it for each admitted team.
+        The AWS side of the team's grant; the platform stack calls it for each admitted team
+        (mlplane.services.team_grants). No bindings: the bucket alone (a team being offboarded:
+        its roles go, its data stays). ``bucket`` None: no bucket (a team without object storage
+        whose runners push to its repositories), then no binding may ask for bucket access.
         Children ``<store>-team-<team>-...``."""
-        if not bindings:
-            raise ValueError(f"team '{team}': a grant binds at least one (namespace, service account)")
         prefix = f"{self._name}-team-{team}"
-        team_bucket = self.bucket(f"{prefix}-bucket", bucket, purpose="team", team=team)
+        team_bucket = None
+        if bucket is not None:
+            team_bucket = self.bucket(f"{prefix}-bucket", bucket, purpose="team", team=team)
+        elif any(binding.access is not None for binding in bindings):
+            raise ValueError(f"team '{team}': a binding asks for bucket access, but the team has no bucket")
         ctx = self._ctx
         identities: list[PodIdentity] = []
         for binding in bindings:
             statements = list(binding.statements)
-            if binding.access is not None:
+            if binding.access is not None and team_bucket is not None:
                 statements = [
                     *iam.bucket_statements("Team", [team_bucket.arn], binding.access, ctx.kms_key_arn, ctx.config.region),
                     *statements,
@@ -275,13 +284,3 @@ class AwsObjectStorage(pulumi.ComponentResource):
             identities.append(role.identity)
         return team_bucket, identities
 
-
-@dataclass(frozen=True)
-class TeamBinding:
-    """One service account of a team and what its role may do."""
-
-    namespace: str
-    service_account: str
-    #: Access to the team's bucket (None: none).
-    access: BucketAccess | None = "read-write"
-    statements: Sequence[Mapping[str, Any]] = ()

@@ -279,14 +279,18 @@ def test_bind_refuses_an_unknown_purpose():
         run(build)
 
 
-def test_a_team_grant_needs_a_binding():
+def test_a_team_grant_without_bindings_keeps_the_bucket_and_binds_nothing():
+    """An offboarded team (mlplane.services.team_grants): its roles go, its bucket stays."""
     def build():
         store = AwsObjectStorage(NAME, context(), ObjectStoreBuckets(), False)
         store.grant_team("vision", "team-vision", [])
         return {}
 
-    with pytest.raises(ValueError, match="team 'vision': a grant binds at least one"):
-        run(build)
+    result, _ = run(build)
+    assert [r.name for r in of_type(result, "aws:s3/bucket:Bucket") if "team-vision" in r.name] == [
+        f"{NAME}-team-vision-bucket"
+    ]
+    assert [r.name for r in of_type(result, "aws:iam/role:Role") if "team-vision" in r.name] == []
 
 
 # ------------------------------------------------------------------- the policy checks
