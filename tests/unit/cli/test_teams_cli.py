@@ -162,3 +162,19 @@ def test_engine_failures_are_reported_by_their_error_lines():
     text = "\n code: 255\n stdout: Updating\n  error: no resource plugin 'x' found\n\n stderr: \nerror: update failed\n"
     assert failure_reason(text) == "error: no resource plugin 'x' found | error: update failed"
     assert failure_reason("\n code: 1\n stdout: something\n") == "stdout: something"
+
+
+def test_a_broken_team_file_stops_the_platforms_render_instead_of_dropping_the_team(project):
+    """Left out of the platform's admitted teams, a deployed team's namespaces (and everything in
+    them) would be deleted by the platform's next update: the file is named and nothing is written."""
+    team_file(project, "broken").write_text(
+        "config:\n  mlplane:team: {name: broken, platform_stack: local, quota: {work: {pods: -1}}}\n"
+    )
+    team_file(project, "elsewhere").write_text(
+        "config:\n  mlplane:team: {name: elsewhere, platform_stack: staging, quota: {work: {pods: -1}}}\n"
+    )
+    result = mlplane(project, "render", "--stack", "local", "--out", str(project / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Pulumi.team-broken.yaml: mlplane:team.quota.work.pods" in result.stderr
+    assert "elsewhere" not in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "out").exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlplane.config.stack_files import InputError
 from mlplane import cli, program
 from mlplane.cli import teams
 from mlplane.config import parse_platform
@@ -158,14 +159,24 @@ def test_admitted_teams_are_the_valid_team_files_naming_the_platform_stack(tmp_p
     team_file("team-vision", {"name": "vision", "platform_stack": "local"})
     team_file("team-nlp", {"name": "nlp", "platform_stack": "organization/mlplane/local"})
     team_file("team-other", {"name": "other", "platform_stack": "staging"})
-    team_file("team-broken", {"name": "broken", "platform_stack": "local", "quota": {"work": {"pods": -1}}})
+    team_file("team-staging-broken", {"name": "staging-broken", "platform_stack": "staging", "quota": {"work": {"pods": -1}}})
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
         found = program.admitted_teams(parse_platform(PLATFORM), "local", tmp_path)
+        assert sorted(g.name for g in found) == ["nlp", "vision"]
+        # A broken file naming this platform stops its update instead of being left out: left out,
+        # an admitted team's namespaces (and everything in them) would be deleted by the update.
+        team_file("team-broken", {"name": "broken", "platform_stack": "local", "quota": {"work": {"pods": -1}}})
+        (stacks / "Pulumi.team-garbled.yaml").write_text("config: [not, a, mapping\n")
+        with pytest.raises(InputError) as caught:
+            program.admitted_teams(parse_platform(PLATFORM), "local", tmp_path)
     finally:
         os.chdir(cwd)
-    assert sorted(g.name for g in found) == ["nlp", "vision"]
+    problems = "\n".join(caught.value.problems)
+    assert "Pulumi.team-broken.yaml: mlplane:team.quota.work.pods" in problems
+    assert "Pulumi.team-garbled.yaml:" in problems
+    assert "stops here, so that no admitted team's namespaces are deleted" in problems
 
 
 def test_a_team_the_platform_has_not_admitted_fails_with_what_to_run():
