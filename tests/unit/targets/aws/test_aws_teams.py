@@ -246,3 +246,29 @@ def test_team_render_passes_strict_schemas_and_checkov(team):
             pytest.fail("checkov is required (MLPLANE_REQUIRE_TOOLS=1) but not found: set MLPLANE_CHECKOV")
         pytest.skip("checkov not installed: scripts/test.sh installs it into its own virtualenv")
     assert [str(f) for f in checks.run_checkov(out / "manifests")] == []
+
+
+# ------------------------------------------------------------- the command line, offline
+
+
+def test_mlplane_validates_renders_and_plans_a_team_on_aws_without_credentials(tmp_path):
+    """`mlplane render --stack team-fraud` in a project whose platform stack is the AWS example."""
+    import subprocess
+    import sys
+
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "stacks").mkdir()
+    platform = {"mlplane:platform": platform_raw(), "mlplane:githubToken": {"secure": "v1:stand-in"}}
+    (tmp_path / "stacks" / "Pulumi.aws.yaml").write_text(yaml.safe_dump({"config": platform}))
+    team = {"mlplane:team": team_raw("fraud"), "mlplane:fraudGithubToken": {"secure": "v1:stand-in"}}
+    (tmp_path / "stacks" / "Pulumi.team-fraud.yaml").write_text(yaml.safe_dump({"config": team}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    for command in (["validate"], ["render", "--out", str(tmp_path / "out")], ["plan", "--out", str(tmp_path / "plan.md")]):
+        run = subprocess.run([sys.executable, "-m", "mlplane", *command, "--stack", "team-fraud"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, (command, run.stdout, run.stderr)
+    names = sorted(p.name for p in (tmp_path / "out" / "manifests").iterdir())
+    assert "mlplane-team-fraud.serviceaccount.ci-jobs.yaml" in names
+    assert not [n for n in names if n.endswith((".secret.s3-credentials.yaml", ".secret.inference-store.yaml"))]
+    assert "Cost" in (tmp_path / "plan.md").read_text() or "cost" in (tmp_path / "plan.md").read_text()
