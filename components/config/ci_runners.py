@@ -161,7 +161,10 @@ class CiRunnersConfig(_Model):
             "egress to the S3 port. 'read-only' (Read, List) is enough for `dvc pull`; 'read-write' "
             "lets every job on these runners also write and delete there (`dvc push`, and the "
             "inference logs the drift check reads); 'none': no identity, no S3 egress. No effect "
-            "with external object storage (mlplane cannot create scoped keys there)."
+            "with external object storage (mlplane cannot create scoped keys there). With target "
+            "'aws' no key: job pods run as service account 'ci-jobs', bound by EKS Pod Identity to "
+            "a role with this access to the datasets bucket (and the push to the platform's ECR "
+            "repositories), and get AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION and MLPLANE_BUCKET."
         ),
     )
 
