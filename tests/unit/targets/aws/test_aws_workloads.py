@@ -228,3 +228,68 @@ def test_the_render_passes_strict_schemas_and_checkov(rendered):
             pytest.fail("checkov is required (MLPLANE_REQUIRE_TOOLS=1) but not found: set MLPLANE_CHECKOV")
         pytest.skip("checkov not installed: scripts/test.sh installs it into its own virtualenv")
     assert [str(f) for f in checks.run_checkov(out / "manifests")] == []
+
+
+# ------------------------------------------------------------------- adversarial inputs
+
+
+@pytest.mark.parametrize("prefix", ["inference", "", "inference/*/", "logs?/"])
+def test_bind_refuses_a_prefix_that_is_not_a_plain_folder(prefix):
+    from mlplane.backing.workload_identity import bind
+
+    class Store:
+        def bind(self, *args, **kwargs):  # pragma: no cover - never reached
+            raise AssertionError("bound")
+
+    with pytest.raises(ValueError, match="key prefix"):
+        bind(Store(), "x", "ns", "sa", {"datasets": "read-only"}, prefixes=[prefix])
+
+
+def _args(**extra):
+    from mlplane.config import CiRunnersConfig
+    from mlplane.core import kube
+
+    from conftest import fake_secret
+
+    platform = kube.Platform(name="mlplane", provider=None, protect_stateful=False, secret=fake_secret)  # type: ignore[arg-type]
+    config = CiRunnersConfig(**RUNNERS, container_mode="kubernetes-novolume")
+    return ci_runners.CiRunnersArgs(
+        config=config, platform=platform, registry_pull_prefix="r", registry_push_url="r", tracking_uri="t",
+        tracking_username="u", tracking_password="p", **extra,
+    )
+
+
+LOCATION = {"AWS_ENDPOINT_URL_S3": "https://s3.eu-west-1.amazonaws.com", "AWS_DEFAULT_REGION": "eu-west-1", "MLPLANE_BUCKET": "b"}
+
+
+def test_s3_location_without_an_identity_is_refused():
+    with pytest.raises(ValueError, match="goes with a job_identity"):
+        ci_runners.s3_env(_args(s3_location=LOCATION))
+
+
+def test_s3_location_with_keys_is_refused():
+    from mlplane.backing.workload_identity import PodIdentity
+
+    with pytest.raises(ValueError, match="s3_location needs exactly the keys"):
+        ci_runners.s3_env(_args(job_identity=PodIdentity("ns", "ci-jobs"), s3_location={**LOCATION, "AWS_ACCESS_KEY_ID": "k"}))
+
+
+def test_an_identity_template_names_the_account_and_no_key():
+    from mlplane.backing.workload_identity import PodIdentity
+
+    template = ci_runners.job_pod_template(_args(job_identity=PodIdentity("ns", "ci-jobs"), s3_location=LOCATION))
+    assert template["spec"]["serviceAccountName"] == "ci-jobs"
+    assert not KEYS & env_names(template["spec"]["containers"][0])
+
+
+def test_an_inference_store_asked_for_an_unbound_role_says_which():
+    from mlplane.backing.workload_identity import PodIdentity
+
+    store = drift.InferenceStore("e", "r", "b", "", "", {}, {"logger": PodIdentity("ns", "inference-logger")})
+    inference = drift.Inference(
+        parent=None, prefix="p", platform=None, namespace="ns", ns_name="ns", store=store,  # type: ignore[arg-type]
+        tracking_uri="t", credentials_secret="c", labels={},
+    )
+    assert inference.account("logger") == "inference-logger"
+    with pytest.raises(ValueError, match="binds no identity for the drift"):
+        inference.account("drift")
