@@ -134,12 +134,17 @@ class AwsObjectStorage(pulumi.ComponentResource):
         """One locked-down bucket and its configuration (children ``<name>``, ``<name>-...``)."""
         ctx = self._ctx
         tags = {**ctx.tags, "mlplane.dev/purpose": purpose, **({"mlplane.dev/team": team} if team else {})}
+        # Outside throwaway stacks the platform's buckets are protected and retained; a team's is
+        # retained only, so that removing the team (its file gone, the platform updated) drops it
+        # from the state and keeps it with its data in the account. Its settings below are
+        # retained with it: deleting them would strip a kept bucket of its public-access block.
+        keep = ctx.protect
         bucket = aws.s3.Bucket(
             name,
             bucket=self.suffix.apply(lambda s: physical_name(configured, s)),
             force_destroy=self._throwaway,
             tags=tags,
-            opts=ctx.stateful(self),
+            opts=ctx.opts(self, retain_on_delete=keep) if team else ctx.stateful(self),
         )
         block = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access-block",
@@ -148,13 +153,13 @@ class AwsObjectStorage(pulumi.ComponentResource):
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=ctx.opts(self),
+            opts=ctx.opts(self, retain_on_delete=keep),
         )
         aws.s3.BucketOwnershipControls(
             f"{name}-ownership",
             bucket=bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=ctx.opts(self),
+            opts=ctx.opts(self, retain_on_delete=keep),
         )
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption",
@@ -169,13 +174,13 @@ class AwsObjectStorage(pulumi.ComponentResource):
                     "bucket_key_enabled": True,
                 }
             ],
-            opts=ctx.opts(self),
+            opts=ctx.opts(self, retain_on_delete=keep),
         )
         versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket.id,
             versioning_configuration={"status": "Enabled"},
-            opts=ctx.opts(self),
+            opts=ctx.opts(self, retain_on_delete=keep),
         )
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
@@ -197,14 +202,14 @@ class AwsObjectStorage(pulumi.ComponentResource):
                 },
             ],
             # A lifecycle rule on noncurrent versions needs versioning on first.
-            opts=ctx.opts(self, depends_on=[versioning]),
+            opts=ctx.opts(self, depends_on=[versioning], retain_on_delete=keep),
         )
         policy = aws.s3.BucketPolicy(
             f"{name}-policy",
             bucket=bucket.id,
             policy=bucket.arn.apply(tls_only_policy),
             # S3 rejects a bucket policy while the public-access block is being written.
-            opts=ctx.opts(self, depends_on=[block]),
+            opts=ctx.opts(self, depends_on=[block], retain_on_delete=keep),
         )
         self.ready.append(policy)
         return bucket

@@ -143,7 +143,18 @@ def test_noncurrent_days_follow_the_config():
 
 def test_buckets_are_protected_and_retained_outside_throwaway():
     result, _ = render()
-    assert all(b.protect and b.retain_on_delete for b in buckets(result))
+    platform = [b for b in buckets(result) if "-team-" not in b.name]
+    assert platform and all(b.protect and b.retain_on_delete for b in platform)
+
+
+def test_a_teams_bucket_and_its_settings_are_retained_not_protected():
+    """Removing a team drops its bucket from the platform's state and keeps it, data and public-access
+    block included, in the account; protected, the platform's update would stop on it instead."""
+    result, _ = render()
+    prefix = f"{NAME}-team-vision-bucket"
+    kept = [r for r in result.resources if r.name == prefix or r.name.startswith(f"{prefix}-")]
+    assert {r.name.removeprefix(prefix) for r in kept} >= {"", "-public-access-block", "-encryption", "-policy", "-versioning"}
+    assert all(r.retain_on_delete and not r.protect for r in kept), [(r.name, r.protect) for r in kept]
 
 
 def test_force_destroy_off_outside_throwaway():
@@ -264,7 +275,7 @@ def test_team_model_servers_only_read():
 def test_team_bucket_has_the_same_secure_defaults():
     result, _ = render()
     prefix = f"{NAME}-team-vision-bucket"
-    assert result.named(prefix).protect
+    assert result.named(prefix).retain_on_delete
     assert result.named(f"{prefix}-public-access-block").inputs["restrictPublicBuckets"] is True
     assert policy(result.named(f"{prefix}-policy"))["Statement"][0]["Condition"]
 
