@@ -46,11 +46,11 @@ def validate(stack: StackOpt = None, config: ConfigOpt = None) -> None:
 
 def notes(platform: PlatformConfig) -> list[str]:
     """Things worth knowing about a valid config (components that are off, and how to turn them on)."""
-    from mlplane.services import ci_runners
+    from mlplane.config.ci_runners import how_to_enable
 
     found = []
     if not platform.ci_runners.enabled:
-        found.append(ci_runners.how_to_enable(platform.ci_runners))
+        found.append(how_to_enable(platform.ci_runners))
     if platform.lifecycle.throwaway:
         found.append("lifecycle.throwaway is true: stateful resources are not protected and are deleted by `pulumi destroy`")
     return found

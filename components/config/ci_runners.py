@@ -196,3 +196,37 @@ class CiRunnersConfig(_Model):
                 "true to opt out of Pod Security 'restricted' explicitly, or use 'kubernetes-novolume'"
             )
         return self
+
+
+#: Where a GitHub App for ARC is created (the recommended credential).
+GITHUB_APP_DOCS = "https://docs.github.com/en/apps/creating-github-apps"
+
+
+def how_to_enable(config: CiRunnersConfig) -> str:
+    """The steps that turn the runners on, given what the config already has."""
+    label = config.runner_labels[0]
+    steps = ["CI runners are off. To run GitHub Actions jobs inside the platform:"]
+    number = 1
+    if config.github_config_url is None:
+        steps += [
+            f"{number}. Set the organization or repository the runners register with:",
+            "     pulumi config set --path 'mlplane:platform.ci_runners.github_config_url' "
+            "https://github.com/<org>[/<repo>]",
+        ]
+        number += 1
+    steps += [
+        f"{number}. Give ARC credentials, either a GitHub App (recommended; {GITHUB_APP_DOCS}) "
+        "with Self-hosted runners read and write (organization) or Administration read and "
+        "write (repository), installed on the organization or repository:",
+        "     pulumi config set --path 'mlplane:platform.ci_runners.github_app.app_id' <app id>",
+        "     pulumi config set --path 'mlplane:platform.ci_runners.github_app.installation_id' "
+        "<installation id>",
+        "     pulumi config set --path 'mlplane:platform.ci_runners.github_app.private_key_key' "
+        "githubAppPrivateKey",
+        "     cat <app>.private-key.pem | pulumi config set --secret mlplane:githubAppPrivateKey",
+        "   or a fine-grained personal access token with the same permissions:",
+        "     pulumi config set --path 'mlplane:platform.ci_runners.github_token_key' githubToken",
+        "     pulumi config set --secret mlplane:githubToken <token>",
+        f"{number + 1}. Run `pulumi up`, then use `runs-on: {label}` in workflows.",
+    ]
+    return "\n".join(steps)

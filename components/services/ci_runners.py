@@ -16,6 +16,8 @@ import yaml
 from mlplane.backing.workload_identity import PodIdentity, service_account
 from mlplane.core import kube
 from mlplane.config import CiRunnersConfig, Resources
+# Re-exported: the steps that turn the runners on live with their config (`validate` stays light).
+from mlplane.config.ci_runners import GITHUB_APP_DOCS, how_to_enable  # noqa: F401
 from mlplane.services.tracking import PORT as TRACKING_PORT
 
 TYPE = "mlplane:ci:Runners"
@@ -51,7 +53,6 @@ HOOK_EXTERNALS_MOUNT = "/mnt/externals"
 #: Where the actions-runner image keeps the runner's externals (node for JavaScript actions),
 #: owned by the runner user (actions/runner images/Dockerfile: COPY --chown=runner:docker).
 RUNNER_EXTERNALS = "/home/runner/externals"
-GITHUB_APP_DOCS = "https://docs.github.com/en/apps/creating-github-apps"
 KUBERNETES_MODES = ("kubernetes", "kubernetes-novolume")
 #: Where jobs find the registry push credential: ``$DOCKER_CONFIG/config.json``, read by the
 #: Docker CLI, BuildKit's buildctl and crane (docker/cli cli/config/config.go: "DOCKER_CONFIG";
@@ -119,36 +120,6 @@ class CiRunnersArgs:
     job_identity: PodIdentity | None = None
     #: With ``job_identity``: the bucket's location as plain env (keys S3_LOCATION_ENV), no keys.
     s3_location: Mapping[str, pulumi.Input[str]] | None = None
-
-
-def how_to_enable(config: CiRunnersConfig) -> str:
-    """The steps that turn the runners on, given what the config already has."""
-    label = config.runner_labels[0]
-    steps = ["CI runners are off. To run GitHub Actions jobs inside the platform:"]
-    number = 1
-    if config.github_config_url is None:
-        steps += [
-            f"{number}. Set the organization or repository the runners register with:",
-            "     pulumi config set --path 'mlplane:platform.ci_runners.github_config_url' "
-            "https://github.com/<org>[/<repo>]",
-        ]
-        number += 1
-    steps += [
-        f"{number}. Give ARC credentials, either a GitHub App (recommended; {GITHUB_APP_DOCS}) "
-        "with Self-hosted runners read and write (organization) or Administration read and "
-        "write (repository), installed on the organization or repository:",
-        "     pulumi config set --path 'mlplane:platform.ci_runners.github_app.app_id' <app id>",
-        "     pulumi config set --path 'mlplane:platform.ci_runners.github_app.installation_id' "
-        "<installation id>",
-        "     pulumi config set --path 'mlplane:platform.ci_runners.github_app.private_key_key' "
-        "githubAppPrivateKey",
-        "     cat <app>.private-key.pem | pulumi config set --secret mlplane:githubAppPrivateKey",
-        "   or a fine-grained personal access token with the same permissions:",
-        "     pulumi config set --path 'mlplane:platform.ci_runners.github_token_key' githubToken",
-        "     pulumi config set --secret mlplane:githubToken <token>",
-        f"{number + 1}. Run `pulumi up`, then use `runs-on: {label}` in workflows.",
-    ]
-    return "\n".join(steps)
 
 
 def _split_image(ref: str) -> tuple[str, str]:
