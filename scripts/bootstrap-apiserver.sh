@@ -19,6 +19,11 @@
 #   MLPLANE_ENGINE_BIN         bin dir (honoured through scripts/bootstrap-engine.sh --print-bin-dir)
 #   GOMODCACHE, GOCACHE, GOPROXY, GOTOOLCHAIN are honoured (GOTOOLCHAIN defaults to "local").
 set -euo pipefail
+BUILD_TAG=apiserver
+GO_FOR="kube-apiserver and etcd"
+# log, die, go_setup, new_wrapper, run_step, link: shared with the other Go builds.
+# shellcheck source=go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
 
 KUBERNETES_VERSION=1.35.0 # k8s.io/kubernetes v1.35.0; staging modules k8s.io/X v0.35.0
 ETCD_VERSION=3.6.16       # go.etcd.io/etcd/server/v3 (its module root is the etcd main package)
@@ -28,9 +33,6 @@ CACHE_DIR=${MLPLANE_ENGINE_CACHE:-$HOME/.cache/mlplane/engine}
 BIN_DIR=$("$SCRIPT_DIR/bootstrap-engine.sh" --print-bin-dir)
 APISERVER_DIR="$CACHE_DIR/kube-apiserver-$KUBERNETES_VERSION"
 ETCD_DIR="$CACHE_DIR/etcd-$ETCD_VERSION"
-
-log() { printf '[bootstrap-apiserver] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 everything_present() {
   [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]] || return 1
@@ -49,42 +51,6 @@ esac
 WORK_DIR="$CACHE_DIR/.work"
 LOG_DIR="$CACHE_DIR/logs"
 mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
-FAILED=()
-GO_VERSION=""
-
-go_setup() {
-  [[ -z "$GO_VERSION" ]] || return 0
-  command -v go >/dev/null || die "go is needed to build kube-apiserver and etcd (https://go.dev/dl/)"
-  export GOFLAGS="-mod=mod -buildvcs=false"
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-  export CGO_ENABLED=0
-  GO_VERSION=$(go env GOVERSION)
-  GO_VERSION=${GO_VERSION#go}
-}
-
-# new_wrapper DIR: an empty module whose remaining go.mod lines come on stdin.
-new_wrapper() {
-  rm -rf "$1" && mkdir -p "$1"
-  { printf 'module mlplane.local/apiserver-build\n\ngo %s\n\n' "$GO_VERSION"; cat; } >"$1/go.mod"
-}
-
-# run_step NAME FUNC: runs FUNC with its output in $LOG_DIR/NAME.log and reports its wall time.
-run_step() {
-  local name=$1 fn=$2 start=$SECONDS rc
-  go_setup
-  log "$name: building (log: $LOG_DIR/$name.log)"
-  set +e
-  (set -e; "$fn") >"$LOG_DIR/$name.log" 2>&1
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    log "$name: done ($((SECONDS - start))s wall)"
-  else
-    tail -n 20 "$LOG_DIR/$name.log" | sed 's/^/    /' >&2
-    log "$name: FAILED after $((SECONDS - start))s (full log: $LOG_DIR/$name.log)"
-    FAILED+=("$name")
-  fi
-}
 
 # --- kube-apiserver ----------------------------------------------------------------------------
 build_apiserver() {
@@ -133,11 +99,6 @@ else
   run_step kube-apiserver build_apiserver
 fi
 
-# Hard links (copies if linking fails) so that the bin dir works on its own.
-link() { # SRC NAME
-  [[ -x "$1" ]] || return 0
-  ln -f "$1" "$BIN_DIR/$2" 2>/dev/null || install -m 0755 "$1" "$BIN_DIR/$2"
-}
 link "$ETCD_DIR/etcd" etcd
 link "$APISERVER_DIR/kube-apiserver" kube-apiserver
 

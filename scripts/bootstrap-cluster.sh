@@ -31,6 +31,11 @@
 #   MLPLANE_ENGINE_BIN         bin dir (honoured through scripts/bootstrap-engine.sh --print-bin-dir)
 #   GOMODCACHE, GOCACHE, GOPROXY, GOTOOLCHAIN are honoured (GOTOOLCHAIN defaults to "local").
 set -euo pipefail
+BUILD_TAG=cluster
+GO_FOR="the control plane and kwok"
+# log, die, go_setup, new_wrapper, run_step, link: shared with the other Go builds.
+# shellcheck source=go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
 
 KWOK_VERSION=0.8.0 # sigs.k8s.io/kwok v0.8.0 (go 1.26.0, k8s.io/client-go v0.36.1)
 
@@ -58,9 +63,6 @@ CONTROL_DIR="$CACHE_DIR/kube-control-plane-$KUBERNETES_VERSION"
 KWOK_DIR="$CACHE_DIR/kwok-$KWOK_VERSION"
 CRD_DIR="$CACHE_DIR/crds-envoy-gateway-$ENVOY_GATEWAY_VERSION"
 
-log() { printf '[bootstrap-cluster] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 everything_present() {
   local name
   for name in kube-controller-manager kube-scheduler; do
@@ -83,42 +85,6 @@ esac
 WORK_DIR="$CACHE_DIR/.work"
 LOG_DIR="$CACHE_DIR/logs"
 mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
-FAILED=()
-GO_VERSION=""
-
-go_setup() {
-  [[ -z "$GO_VERSION" ]] || return 0
-  command -v go >/dev/null || die "go is needed to build the control plane and kwok (https://go.dev/dl/)"
-  export GOFLAGS="-mod=mod -buildvcs=false"
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-  export CGO_ENABLED=0
-  GO_VERSION=$(go env GOVERSION)
-  GO_VERSION=${GO_VERSION#go}
-}
-
-# new_wrapper DIR: an empty module whose remaining go.mod lines come on stdin.
-new_wrapper() {
-  rm -rf "$1" && mkdir -p "$1"
-  { printf 'module mlplane.local/cluster-build\n\ngo %s\n\n' "$GO_VERSION"; cat; } >"$1/go.mod"
-}
-
-# run_step NAME FUNC: runs FUNC with its output in $LOG_DIR/NAME.log and reports its wall time.
-run_step() {
-  local name=$1 fn=$2 start=$SECONDS rc
-  go_setup
-  log "$name: building (log: $LOG_DIR/$name.log)"
-  set +e
-  (set -e; "$fn") >"$LOG_DIR/$name.log" 2>&1
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    log "$name: done ($((SECONDS - start))s wall)"
-  else
-    tail -n 20 "$LOG_DIR/$name.log" | sed 's/^/    /' >&2
-    log "$name: FAILED after $((SECONDS - start))s (full log: $LOG_DIR/$name.log)"
-    FAILED+=("$name")
-  fi
-}
 
 # --- kube-controller-manager, kube-scheduler -----------------------------------------------------
 build_control_plane() {
@@ -198,11 +164,6 @@ else
   run_step kube-control-plane build_control_plane
 fi
 
-# Hard links (copies if linking fails) so that the bin dir works on its own.
-link() { # SRC NAME
-  [[ -x "$1" ]] || return 0
-  ln -f "$1" "$BIN_DIR/$2" 2>/dev/null || install -m 0755 "$1" "$BIN_DIR/$2"
-}
 link "$CONTROL_DIR/kube-controller-manager" kube-controller-manager
 link "$CONTROL_DIR/kube-scheduler" kube-scheduler
 link "$KWOK_DIR/kwok" kwok

@@ -30,6 +30,11 @@
 # Build mode needs go (>= 1.26.6, the CLI's go line) and, for the random provider only, python3.
 # The Python SDK packages are installed by the project's own tooling (pins below).
 set -euo pipefail
+BUILD_TAG=engine
+GO_FOR="the Pulumi engine"
+# log, die, go_setup, new_wrapper, run_step, link: shared with the other Go builds.
+# shellcheck source=go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Versions. The Python packages pinned in pyproject.toml must match these exactly:
@@ -84,9 +89,6 @@ CACHE_DIR=${MLPLANE_ENGINE_CACHE:-$HOME/.cache/mlplane/engine}
 BIN_DIR=${MLPLANE_ENGINE_BIN:-$HOME/.cache/mlplane/engine/bin}
 PROVIDERS=${MLPLANE_ENGINE_PROVIDERS:-kubernetes random command}
 PLUGIN_DIR=${PULUMI_HOME:-$HOME/.pulumi}/plugins
-
-log() { printf '[bootstrap-engine] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 provider_version() {
   case "$1" in
@@ -171,30 +173,8 @@ esac
 WORK_DIR="$CACHE_DIR/.work"
 LOG_DIR="$CACHE_DIR/logs"
 mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
-declare -A TIMES=()
-FAILED=()
 # Same flags for every build so that the Go build cache is shared (pkg/v3, sdk/v3, grpc, ...).
 BUILD_FLAGS=(-trimpath)
-GO_VERSION=""
-
-# go_setup: Go is only needed when something has to be built (a warm run needs none).
-go_setup() {
-  [[ -z "$GO_VERSION" ]] || return 0
-  command -v go >/dev/null || die "go is needed to build the Pulumi engine (https://go.dev/dl/)"
-  export GOFLAGS="-mod=mod -buildvcs=false"
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-  export CGO_ENABLED=0 # static binaries; also keeps the Go build cache shared between all builds
-  GO_VERSION=$(go env GOVERSION)
-  GO_VERSION=${GO_VERSION#go}
-}
-
-# new_wrapper DIR: an empty module whose go.mod lines come on stdin ("require ..." / "replace ...").
-# Its go line is the local Go version, so a dependency whose go line is newer than the local Go
-# fails with an explicit "requires go >= X" instead of a silent toolchain download.
-new_wrapper() {
-  rm -rf "$1" && mkdir -p "$1"
-  { printf 'module mlplane.local/engine-build\n\ngo %s\n\n' "$GO_VERSION"; cat; } >"$1/go.mod"
-}
 
 # json_field NAME < go-json: value of a top-level string field of `go mod download -json` output.
 json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" | head -n 1; }
@@ -216,36 +196,6 @@ fetch_module() {
 # build_bin DIR OUT PKG LDFLAGS: go build with the shared flags, -s -w and the version stamp.
 build_bin() {
   (cd "$1" && go build "${BUILD_FLAGS[@]}" -ldflags "-s -w $4" -o "$2" "$3")
-}
-
-# cpu_mark: CPU_NOW = user+sys seconds used so far by finished child processes (from `times`,
-# which must run in this shell, hence a file). CPU time does not depend on what else the machine runs.
-cpu_mark() {
-  times >"$LOG_DIR/.times"
-  CPU_NOW=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1]*60 + u[2] + s[1]*60 + s[2] }' "$LOG_DIR/.times")
-}
-
-# run_step NAME FUNC: runs FUNC with its output in $LOG_DIR/NAME.log, records wall and CPU time.
-run_step() {
-  local name=$1 fn=$2 start=$SECONDS cpu0 rc
-  go_setup
-  log "$name: building (log: $LOG_DIR/$name.log)"
-  cpu_mark && cpu0=$CPU_NOW
-  # Not `if "$fn"`: errexit would be off inside the function. The subshell keeps it on.
-  set +e
-  (set -e; "$fn") >"$LOG_DIR/$name.log" 2>&1
-  rc=$?
-  set -e
-  cpu_mark
-  if ((rc == 0)); then
-    TIMES[$name]="$((SECONDS - start))s wall, $((CPU_NOW - cpu0))s CPU"
-    log "$name: done (${TIMES[$name]})"
-  else
-    TIMES[$name]="failed after $((SECONDS - start))s"
-    tail -n 15 "$LOG_DIR/$name.log" | sed 's/^/    /' >&2
-    log "$name: FAILED (full log: $LOG_DIR/$name.log)"
-    FAILED+=("$name")
-  fi
 }
 
 # --- Pulumi CLI --------------------------------------------------------------------------------

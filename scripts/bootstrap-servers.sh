@@ -25,6 +25,12 @@
 #   MLPLANE_SERVERS_CACHE   built binaries (default: ~/.cache/mlplane/servers)
 #   GOMODCACHE, GOCACHE, GOPROXY, GOTOOLCHAIN are honoured (GOTOOLCHAIN defaults to "local").
 set -euo pipefail
+BUILD_TAG=servers
+GO_FOR="weed and prometheus"
+RUN_STEP_NICE=1
+# log, die, go_setup, new_wrapper, run_step, link: shared with the other Go builds.
+# shellcheck source=go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
 
 PROMETHEUS_MODULE_VERSION=v0.315.1 # = Prometheus v3.15.1
 PROMETHEUS_VERSION=3.15.1
@@ -40,9 +46,6 @@ WEED_DIR="$CACHE_DIR/weed-$SEAWEEDFS_MODULE_VERSION"
 # packages and most of the cold build time. The cache key carries the tags.
 PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
 PROM_DIR="$CACHE_DIR/prometheus-$PROMETHEUS_MODULE_VERSION-${PROMETHEUS_TAGS//,/-}"
-
-log() { printf '[bootstrap-servers] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 everything_present() {
   [[ -x "$BIN_DIR/weed" && -x "$BIN_DIR/prometheus" && -x "$BIN_DIR/promtool" ]] || return 1
@@ -62,21 +65,9 @@ esac
 WORK_DIR="$CACHE_DIR/.work"
 LOG_DIR="$CACHE_DIR/logs"
 mkdir -p "$CACHE_DIR" "$BIN_DIR" "$WORK_DIR" "$LOG_DIR"
-FAILED=()
-GO_VERSION=""
 
-go_setup() {
-  [[ -z "$GO_VERSION" ]] || return 0
-  command -v go >/dev/null || die "go is needed to build weed and prometheus (https://go.dev/dl/)"
-  export GOFLAGS="-mod=mod -buildvcs=false"
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-  export CGO_ENABLED=0
-  GO_VERSION=$(go env GOVERSION)
-  GO_VERSION=${GO_VERSION#go}
-}
-
-# new_wrapper DIR MODULE VERSION: a module requiring MODULE@VERSION with MODULE's own replaces.
-new_wrapper() {
+# module_wrapper DIR MODULE VERSION: a module requiring MODULE@VERSION with MODULE's own replaces.
+module_wrapper() {
   local dir=$1 module=$2 version=$3 mod_file
   rm -rf "$dir" && mkdir -p "$dir"
   printf 'module mlplane.local/servers-build\n\ngo %s\n\nrequire %s %s\n' \
@@ -90,27 +81,9 @@ new_wrapper() {
   echo "wrapper go.mod:" && cat "$dir/go.mod"
 }
 
-# run_step NAME FUNC: runs FUNC niced, its output in $LOG_DIR/NAME.log, and reports its wall time.
-run_step() {
-  local name=$1 fn=$2 start=$SECONDS rc
-  go_setup
-  log "$name: building (log: $LOG_DIR/$name.log)"
-  set +e
-  (set -e; renice -n 10 -p $BASHPID >/dev/null 2>&1 || true; "$fn") >"$LOG_DIR/$name.log" 2>&1
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    log "$name: done ($((SECONDS - start))s wall)"
-  else
-    tail -n 20 "$LOG_DIR/$name.log" | sed 's/^/    /' >&2
-    log "$name: FAILED after $((SECONDS - start))s (full log: $LOG_DIR/$name.log)"
-    FAILED+=("$name")
-  fi
-}
-
 build_weed() {
   local w="$WORK_DIR/weed-$SEAWEEDFS_MODULE_VERSION"
-  new_wrapper "$w" github.com/seaweedfs/seaweedfs "$SEAWEEDFS_MODULE_VERSION"
+  module_wrapper "$w" github.com/seaweedfs/seaweedfs "$SEAWEEDFS_MODULE_VERSION"
   rm -rf "$WEED_DIR.tmp" && mkdir -p "$WEED_DIR.tmp"
   (cd "$w" && go build -trimpath -ldflags "-s -w" -o "$WEED_DIR.tmp/weed" \
     github.com/seaweedfs/seaweedfs/weed)
@@ -120,7 +93,7 @@ build_weed() {
 
 build_prometheus() {
   local w="$WORK_DIR/prometheus-$PROMETHEUS_MODULE_VERSION" v=github.com/prometheus/common/version
-  new_wrapper "$w" github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION"
+  module_wrapper "$w" github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION"
   rm -rf "$PROM_DIR.tmp" && mkdir -p "$PROM_DIR.tmp"
   (cd "$w" && go build -trimpath -tags "$PROMETHEUS_TAGS" \
     -ldflags "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Branch=module" \
@@ -145,11 +118,6 @@ else
   run_step weed build_weed
 fi
 
-# Hard links (copies if linking fails) so that the bin dir works on its own.
-link() { # SRC NAME
-  [[ -x "$1" ]] || return 0
-  ln -f "$1" "$BIN_DIR/$2" 2>/dev/null || install -m 0755 "$1" "$BIN_DIR/$2"
-}
 link "$WEED_DIR/weed" weed
 link "$PROM_DIR/prometheus" prometheus
 link "$PROM_DIR/promtool" promtool
