@@ -15,9 +15,20 @@ from mlplane.config.scalars import DnsLabel, KubernetesMinor
 from mlplane.config.blocks import _Model
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_IAM_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
-_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+$")
-_ACM_CERT = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+#: Regions whose endpoints are not under amazonaws.com (China: amazonaws.com.cn; the isolated
+#: ISO partitions: their own suffixes; AWS General Reference, "Service endpoints"): the S3 and VPC
+#: endpoint names of this target are written for amazonaws.com, so these are refused.
+_OTHER_DNS_SUFFIX = re.compile(r"^(cn-|[a-z]{2}-iso[a-z]?-)")
+_IAM_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+_ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[\w+=,.@-]+$")
+_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/[\w-]+$")
+_KMS_ALIAS = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:alias/[\w/-]+$")
+_ACM_CERT = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]+$")
+#: The retention values CloudWatch Logs accepts (CloudWatch Logs API Reference, PutRetentionPolicy
+#: ``retentionInDays``; botocore ``logs/2014-03-28/service-2.json``, shape ``Days``).
+#: Longest platform name on AWS: the RDS instance identifier ``<name>-mlflow`` has at most 63 characters.
+AWS_NAME_MAX = 63 - len("-mlflow")
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$")
 _DB_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
 
@@ -25,10 +36,22 @@ _DB_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
 def _region(value: str) -> str:
     if not _REGION.match(value):
         raise ValueError(f"'{value}' is not an AWS region name (like 'eu-west-1' or 'us-east-2')")
+    if _OTHER_DNS_SUFFIX.match(value):
+        raise ValueError(
+            f"'{value}' is in a partition whose endpoints are not under amazonaws.com (China, ISO), "
+            "which this target does not support yet; allowed: the commercial and GovCloud regions"
+        )
     return value
 
 
 def _principal(value: str) -> str:
+    assumed = _ASSUMED_ROLE.match(value)
+    if assumed:
+        partition, account, role = assumed.groups()
+        raise ValueError(
+            f"'{value}' is an assumed-role session, which EKS access entries refuse: give the role's ARN "
+            f"instead, like 'arn:{partition}:iam::{account}:role/{role}' (with its path, if it has one)"
+        )
     if not _IAM_PRINCIPAL.match(value):
         raise ValueError(
             f"'{value}' is not an IAM role or user ARN (like 'arn:aws:iam::123456789012:role/platform-admins')"
@@ -36,9 +59,23 @@ def _principal(value: str) -> str:
     return value
 
 
+def admin_label(principal_arn: str) -> str:
+    """The label an admin's access entry is named by (``role-ops`` for ``...:role/team/ops``): two
+    admins with the same label would get the same resource name. Mirrors
+    ``mlplane.targets.aws.eks.admin_suffix`` (a test keeps them equal)."""
+    kind, _, path = principal_arn.split(":", 5)[5].partition("/")
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{path.rsplit('/', 1)[-1]}".lower()).strip("-")
+
+
 def _kms_key(value: str) -> str:
+    if _KMS_ALIAS.match(value):
+        raise ValueError(
+            f"'{value}' is an alias ARN; give the key's ARN (like 'arn:aws:kms:eu-west-1:123456789012:key/...'): "
+            "IAM policies name keys by key ARN, and an alias ARN there never matches "
+            "(`aws kms describe-key --key-id <alias> --query KeyMetadata.Arn` prints it)"
+        )
     if not _KMS_KEY.match(value):
-        raise ValueError(f"'{value}' is not a KMS key or alias ARN (like 'arn:aws:kms:eu-west-1:123456789012:key/...')")
+        raise ValueError(f"'{value}' is not a KMS key ARN (like 'arn:aws:kms:eu-west-1:123456789012:key/...')")
     return value
 
 
@@ -56,6 +93,25 @@ def _instance_type(value: str) -> str:
     return value
 
 
+def _retention(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        allowed = ", ".join(str(days) for days in LOG_RETENTION_DAYS)
+        raise ValueError(f"{value} is not a retention CloudWatch Logs accepts; allowed days: {allowed}")
+    return value
+
+
+#: Instance families on AWS Graviton (arm64): ``a1`` and every family with a ``g`` right after its
+#: generation digit (``m7g``, ``c7gn``, ``r8gd``, ``t4g``, ``x2gd``, ``im4gn``, ``is4gen``, ``g5g``,
+#: ``hpc7g``; EC2 user guide, "Instance type naming conventions": the ``g`` attribute is "AWS
+#: Graviton processors"). Every other family is x86_64.
+_GRAVITON = re.compile(r"^(a1|[a-z]+\d+g[a-z0-9-]*)$")
+
+
+def instance_architecture(instance_type: str) -> Literal["x86_64", "arm64"]:
+    """The CPU architecture of an EC2 instance type, from its family (the part before the dot)."""
+    return "arm64" if _GRAVITON.match(instance_type.split(".", 1)[0]) else "x86_64"
+
+
 def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
@@ -71,6 +127,7 @@ CertificateArn = Annotated[str, AfterValidator(_certificate)]
 InstanceType = Annotated[str, AfterValidator(_instance_type)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 AwsId = Annotated[str, Field(pattern=r"^[a-z]+-[0-9a-f]{8,17}$")]
+LogRetentionDays = Annotated[int, AfterValidator(_retention)]
 
 
 class ExistingNetworkConfig(_Model):
@@ -155,6 +212,19 @@ class NodeGroupConfig(_Model):
             )
         return self
 
+    @field_validator("instance_types")
+    @classmethod
+    def _one_architecture(cls, value: list[str]) -> list[str]:
+        # A managed node group has one AMI type: its instance types share an architecture.
+        kinds = {t: instance_architecture(t) for t in value}
+        if len(set(kinds.values())) > 1:
+            listed = ", ".join(f"{t} ({a})" for t, a in kinds.items())
+            raise ValueError(
+                f"{listed}: a node group's instance types must share one CPU architecture (its AMI "
+                "is x86_64 or arm64); put Graviton (arm64) types in a group of their own"
+            )
+        return value
+
 
 def _group(types: list[str], low: int, high: int, desired: int) -> NodeGroupConfig:
     return NodeGroupConfig(instance_types=types, min_size=low, max_size=high, desired_size=desired)
@@ -171,7 +241,10 @@ class NodeGroupsConfig(_Model):
 
     system: NodeGroupConfig = Field(
         default_factory=lambda: _group(["m7i.large"], 2, 4, 2),
-        description="Platform services (tracking, monitoring, gateway, runners' controller).",
+        description=(
+            "Platform services (tracking, monitoring, gateway, runners' controller) and the Cluster "
+            "Autoscaler: min_size is at least 1 (the autoscaler cannot start a node it runs on)."
+        ),
     )
     serving: NodeGroupConfig = Field(
         default_factory=lambda: _group(["m7i.xlarge"], 1, 10, 2),
@@ -181,6 +254,16 @@ class NodeGroupsConfig(_Model):
         default_factory=lambda: GpuNodeGroupConfig(instance_types=["g6.xlarge"], min_size=0, max_size=2, desired_size=0),
         description="GPU nodes for models that ask for `nvidia.com/gpu` (off by default).",
     )
+
+    @field_validator("system")
+    @classmethod
+    def _system_runs(cls, value: NodeGroupConfig) -> NodeGroupConfig:
+        if value.min_size < 1:
+            raise ValueError(
+                f"min_size is {value.min_size}; the system group runs the Cluster Autoscaler, which "
+                "could never start a node for itself: min_size must be at least 1 (2 for a spare)"
+            )
+        return value
 
 
 class ExistingEksConfig(_Model):
@@ -213,8 +296,13 @@ class EksConfig(_Model):
     node_groups: NodeGroupsConfig = Field(
         default_factory=NodeGroupsConfig, description="Managed node groups."
     )
-    log_retention_days: int = Field(
-        default=90, ge=1, le=3653, description="Retention of the control-plane logs in CloudWatch."
+    log_retention_days: LogRetentionDays = Field(
+        default=90,
+        description=(
+            "Days CloudWatch keeps the log groups the stack creates (control plane, VPC flow logs, RDS): "
+            "one of the values CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, "
+            "731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+        ),
     )
     existing: ExistingEksConfig | None = Field(
         default=None, description="Settings for mode 'existing' (required there)."
@@ -234,12 +322,32 @@ class EksConfig(_Model):
     @field_validator("public_access_cidrs")
     @classmethod
     def _not_world(cls, value: list[str]) -> list[str]:
+        fix = "list the CIDR blocks of your offices or VPN, or leave the list empty for a private endpoint"
         for cidr in value:
             if ipaddress.ip_network(cidr).prefixlen == 0:
+                raise ValueError(f"'{cidr}' opens the API endpoint to the whole internet; {fix}")
+        # Blocks that together cover every address (0.0.0.0/1 and 128.0.0.0/1) open it as well.
+        for version in (4, 6):
+            blocks = [ipaddress.ip_network(c) for c in value if ipaddress.ip_network(c).version == version]
+            merged = list(ipaddress.collapse_addresses(blocks))  # type: ignore[type-var]
+            if merged and merged[0].prefixlen == 0:
+                together = ", ".join(str(b) for b in blocks)
+                raise ValueError(f"{together} together cover every address: the API endpoint would be open to the whole internet; {fix}")
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _distinct_admins(cls, value: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for arn in value:
+            label = admin_label(arn)
+            if label in seen:
+                same = "is listed twice" if seen[label] == arn else f"and '{seen[label]}' share the name '{label}'"
                 raise ValueError(
-                    f"'{cidr}' opens the API endpoint to the whole internet; list the CIDR blocks "
-                    "of your offices or VPN, or leave the list empty for a private endpoint"
+                    f"'{arn}' {same}: each admin's access entry is named after its kind and name, so "
+                    "admins need distinct role or user names (list each principal once)"
                 )
+            seen[label] = arn
         return value
 
     @model_validator(mode="after")
@@ -334,6 +442,41 @@ class AwsConfig(_Model):
                     f"network.availability_zones: '{zone}' is not a zone of region '{self.region}' "
                     f"(like '{self.region}a')"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _same_region(self) -> AwsConfig:
+        key = _KMS_KEY.match(self.kms_key_arn or "")
+        if key and key["region"] != self.region:
+            raise ValueError(
+                f"kms_key_arn: the key is in region '{key['region']}' but the stack runs in '{self.region}' "
+                f"(EKS, S3, RDS and ECR use keys of their own region only): give a key of '{self.region}' "
+                "(a multi-Region key's replica there), or omit kms_key_arn to create one"
+            )
+        certificate = _ACM_CERT.match(self.routing.certificate_arn or "")
+        if certificate and certificate["region"] != self.region:
+            raise ValueError(
+                f"routing.certificate_arn: the certificate is in region '{certificate['region']}' but the load "
+                f"balancer is in '{self.region}' (a load balancer uses certificates of its own region): "
+                f"request or import the certificate in ACM in '{self.region}'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _adoption(self) -> AwsConfig:
+        if self.eks.mode == "existing" and self.network.mode != "existing":
+            raise ValueError(
+                "eks.mode 'existing' needs network.mode 'existing' with the adopted cluster's VPC and private "
+                "subnets (network.mode 'create' would put the database and endpoints in a new VPC the "
+                "cluster cannot reach)"
+            )
+        existing = self.network.existing
+        if self.routing.internet_facing and existing is not None and not existing.public_subnet_ids:
+            raise ValueError(
+                "routing.internet_facing: an internet-facing load balancer needs public subnets, and the "
+                "adopted network lists none: add network.existing.public_subnet_ids (tagged "
+                "kubernetes.io/role/elb), or set routing.internet_facing: false"
+            )
         return self
 
     @property

@@ -343,6 +343,27 @@ def check_eks_endpoint(resource: Resource, stack: Stack) -> list[Problem]:
     world = [c for c in _values(cidrs) if _world(c)]
     if world:
         return [Problem(f"vpcConfig.publicAccessCidrs holds {', '.join(world)}: the API server is open to the whole internet", fix)]
+    covering = _covering(_values(cidrs))
+    if covering:
+        return [Problem(f"vpcConfig.publicAccessCidrs {', '.join(covering)} together cover every address: the API server is open to the whole internet", fix)]
+    return []
+
+
+def _covering(cidrs: list[Any]) -> list[str]:
+    """The blocks of one address family that together cover all of it (0.0.0.0/1 and
+    128.0.0.0/1), or []."""
+    for version in (4, 6):
+        blocks = []
+        for cidr in cidrs:
+            try:
+                network = ipaddress.ip_network(cidr, strict=False) if isinstance(cidr, str) else None
+            except ValueError:
+                network = None
+            if network is not None and network.version == version:
+                blocks.append((cidr, network))
+        merged = list(ipaddress.collapse_addresses(n for _, n in blocks))  # type: ignore[type-var]
+        if merged and merged[0].prefixlen == 0:
+            return [c for c, _ in blocks]
     return []
 
 

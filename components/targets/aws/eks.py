@@ -36,7 +36,7 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from mlplane.config.aws import AwsConfig, NodeGroupConfig
+from mlplane.config.aws import AwsConfig, NodeGroupConfig, instance_architecture
 
 TYPE = "mlplane:aws:Eks"
 #: The control-plane log types EKS can send to CloudWatch (all of them).
@@ -55,8 +55,24 @@ AUTOSCALER_ACCOUNT = ("kube-system", "cluster-autoscaler")
 NODE_GROUP_LABEL = "mlplane.dev/node-group"
 #: The GPU group's taint; pods asking for GPUs tolerate it (the NVIDIA device plugin does).
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
-#: Amazon Linux 2023 AMIs for managed node groups (EKS AmiType values): standard and NVIDIA.
-AMI_TYPES = {"system": "AL2023_x86_64_STANDARD", "serving": "AL2023_x86_64_STANDARD", "gpu": "AL2023_x86_64_NVIDIA"}
+#: Amazon Linux 2023 AMIs for managed node groups (EKS AmiType values, the API reference's
+#: Nodegroup amiType; the AWS CDK's NodegroupAmiType lists the same): (architecture, GPU) -> type.
+#: The architecture comes from the group's instance family (mlplane.config.aws.instance_architecture).
+AMI_TYPES = {
+    ("x86_64", False): "AL2023_x86_64_STANDARD",
+    ("arm64", False): "AL2023_ARM_64_STANDARD",
+    ("x86_64", True): "AL2023_x86_64_NVIDIA",
+    ("arm64", True): "AL2023_ARM_64_NVIDIA",
+}
+#: The vpc-cni add-on's configuration: its network policy agent enforces NetworkPolicy objects,
+#: which it does not by default (EKS user guide, "Restrict Pod network traffic with Kubernetes
+#: network policies": the add-on's ``enableNetworkPolicy``; aws/amazon-vpc-cni-k8s chart value of
+#: the same name). Without it every default-deny, egress rule and team isolation is ignored.
+#: Enforcing mode stays ``standard`` (the default): a new pod is reachable until its policies are
+#: applied, while ``strict`` would also cut CoreDNS and the add-ons this platform does not police.
+VPC_CNI_CONFIGURATION = json.dumps({"enableNetworkPolicy": "true"})
+#: Add-ons configured here (the others run with EKS's defaults).
+ADDON_CONFIGURATION = {"vpc-cni": VPC_CNI_CONFIGURATION}
 #: Root device of the Amazon Linux 2023 EKS AMIs.
 ROOT_DEVICE = "/dev/xvda"
 #: AWS managed policies (arn:<partition>:iam::aws:policy/<name>).
@@ -343,6 +359,10 @@ class Eks(pulumi.ComponentResource):
                 f"{name}-{addon}",
                 cluster_name=cluster.name,
                 addon_name=addon,
+                configuration_values=ADDON_CONFIGURATION.get(addon),
+                # OVERWRITE on create too: EKS pre-installs vpc-cni, kube-proxy and CoreDNS
+                # self-managed; their configuration becomes this one.
+                resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 opts=self._opts(),
             )
@@ -370,6 +390,7 @@ class Eks(pulumi.ComponentResource):
                 f"{name}-coredns",
                 cluster_name=cluster.name,
                 addon_name="coredns",
+                resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 opts=self._opts(depends_on=nodes),
             ),
@@ -446,9 +467,12 @@ class Eks(pulumi.ComponentResource):
             f"{name}-{role_name}",
             cluster_name=cluster.name,
             node_group_name=role_name,
+            # The nodes follow the control plane's minor: raising kubernetes_version rolls them
+            # to that minor's AMI after the cluster is upgraded (the launch template names no AMI).
+            version=cluster.version,
             node_role_arn=node_role.arn,
             subnet_ids=args.private_subnet_ids,
-            ami_type=AMI_TYPES[role_name],
+            ami_type=AMI_TYPES[(instance_architecture(group.instance_types[0]), role_name == "gpu")],
             capacity_type=group.capacity_type,
             instance_types=list(group.instance_types),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(

@@ -42,13 +42,26 @@ TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 LB = "service.beta.kubernetes.io/aws-load-balancer-"
 
 
+def autoscaling_role_arn(partition: str, account: str) -> str:
+    """EC2 Auto Scaling's service-linked role, which launches the managed node groups' instances."""
+    return f"arn:{partition}:iam::{account}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+
+
 def key_policy(partition: str, account: str, region: str) -> str:
     """The platform key's policy: the account administers it through IAM (the default key policy),
     CloudWatch Logs encrypts the platform's log groups with it, and EC2 Auto Scaling's
     service-linked role uses it for the nodes' encrypted root volumes (EC2 Auto Scaling user
-    guide, "Required AWS KMS key policy for use with encrypted volumes")."""
+    guide, "Required AWS KMS key policy for use with encrypted volumes").
+
+    The service-linked role is named in a condition (``aws:PrincipalArn``), not as the
+    principal: KMS refuses a key policy whose principal does not exist yet
+    (MalformedPolicyDocumentException, "invalid principals"), and that role only exists once the
+    account has had an Auto Scaling group, so naming it would fail the first ``pulumi up`` in a
+    fresh account (terraform-aws-modules/terraform-aws-eks#3013). Conditions are not checked for
+    existence; ``aws:PrincipalArn`` and ``aws:PrincipalAccount`` match that one role of this
+    account and nothing else, whatever policies other principals hold."""
     root = f"arn:{partition}:iam::{account}:root"
-    autoscaling = f"arn:{partition}:iam::{account}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+    only_autoscaling = {"StringEquals": {"aws:PrincipalArn": autoscaling_role_arn(partition, account), "aws:PrincipalAccount": account}}
     use = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
     return json.dumps(
         {
@@ -65,14 +78,15 @@ def key_policy(partition: str, account: str, region: str) -> str:
                         "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:{partition}:logs:{region}:{account}:log-group:*"}
                     },
                 },
-                {"Sid": "AutoScalingVolumes", "Effect": "Allow", "Principal": {"AWS": autoscaling}, "Action": use, "Resource": "*"},
+                {"Sid": "AutoScalingVolumes", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": use, "Resource": "*",
+                 "Condition": only_autoscaling},
                 {
                     "Sid": "AutoScalingGrants",
                     "Effect": "Allow",
-                    "Principal": {"AWS": autoscaling},
+                    "Principal": {"AWS": "*"},
                     "Action": "kms:CreateGrant",
                     "Resource": "*",
-                    "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                    "Condition": {**only_autoscaling, "Bool": {"kms:GrantIsForAWSResource": "true"}},
                 },
             ],
         }
@@ -196,7 +210,13 @@ class AwsFoundation:
         )
 
     def install(self, name: str, platform: kube.Platform, opts: pulumi.ResourceOptions) -> None:
+        """The cluster add-ons of a created cluster. An adopted cluster keeps its own: its default
+        StorageClass, the way it grows and its device plugin are its owner's, and its node groups
+        carry no role labels or Auto Scaling tags of this platform (docs/aws.md, "Adopting a
+        cluster", lists what it must have)."""
         assert self._config.aws is not None
+        if self._config.aws.eks.mode == "existing":
+            return
         ClusterAddons(
             f"{name}-addons",
             ClusterAddonsArgs(

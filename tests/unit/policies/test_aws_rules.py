@@ -349,6 +349,8 @@ def cluster(vpc: dict[str, Any] | None = None, **props: Any) -> Resource:
 def test_private_endpoint_and_allow_listed_public_endpoint_pass():
     assert run("aws-eks-private-endpoint", cluster()) == []
     assert run("aws-eks-private-endpoint", cluster({"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]})) == []
+    # Half the internet is a lot, but not all of it; a malformed entry is not counted.
+    assert run("aws-eks-private-endpoint", cluster({"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/1", "bogus"]})) == []
 
 
 @pytest.mark.parametrize("vpc, message", [
@@ -357,6 +359,11 @@ def test_private_endpoint_and_allow_listed_public_endpoint_pass():
     ({"endpointPublicAccess": True, "publicAccessCidrs": []}, "vpcConfig.endpointPublicAccess is true with no publicAccessCidrs: the API server is open to 0.0.0.0/0"),
     ({"endpointPublicAccess": True, "publicAccessCidrs": ["10.0.0.0/8", "0.0.0.0/0"]}, "vpcConfig.publicAccessCidrs holds 0.0.0.0/0: the API server is open to the whole internet"),
     ({"publicAccessCidrs": ["::/0"]}, "vpcConfig.publicAccessCidrs holds ::/0: the API server is open to the whole internet"),
+    # Blocks that add up to everything (review nit: only /0 was caught).
+    ({"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/1", "128.0.0.0/1"]},
+     "vpcConfig.publicAccessCidrs 0.0.0.0/1, 128.0.0.0/1 together cover every address: the API server is open to the whole internet"),
+    ({"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24", "0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1"]},
+     "vpcConfig.publicAccessCidrs 203.0.113.0/24, 0.0.0.0/2, 64.0.0.0/2, 128.0.0.0/1 together cover every address: the API server is open to the whole internet"),
 ])
 def test_world_open_endpoint_fails(vpc, message):
     assert run("aws-eks-private-endpoint", cluster(vpc)) == [message]

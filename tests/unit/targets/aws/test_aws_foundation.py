@@ -134,6 +134,17 @@ def test_flow_logs_go_to_an_encrypted_log_group_with_retention(default):
     assert group.inputs["kmsKeyId"].startswith("arn:aws:kms:") and group.inputs["retentionInDays"] == 90
 
 
+def test_an_adopted_cluster_gets_no_add_ons_storage_class_or_autoscaler(adopted):
+    """Blocker: adoption added a second default StorageClass, an autoscaler without AWS identity
+    and (GPU) a device plugin to a cluster whose owner runs their own."""
+    assert not of_type(adopted, "mlplane:aws:ClusterAddons")
+    kinds = {(m["kind"], m["metadata"]["name"]) for m in adopted.manifests()}
+    assert not {k for k in kinds if k[0] in ("StorageClass", "DaemonSet")}
+    assert ("Deployment", "cluster-autoscaler") not in kinds
+    assert not of_type(adopted, "aws:eks/podIdentityAssociation:PodIdentityAssociation") or all(
+        a.inputs["serviceAccount"] != "cluster-autoscaler" for a in of_type(adopted, "aws:eks/podIdentityAssociation:PodIdentityAssociation"))
+
+
 def test_an_adopted_network_and_cluster_create_neither(adopted):
     created = {r.type for r in adopted.resources}
     assert not created & {"aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/natGateway:NatGateway", "aws:eks/cluster:Cluster",
@@ -204,6 +215,71 @@ def test_node_root_volumes_are_encrypted_gp3(default):
         assert ebs["volumeType"] == "gp3" and ebs["encrypted"] == "true" and ebs["kmsKeyId"].startswith("arn:aws:kms:")
 
 
+def test_the_vpc_cni_enforces_network_policies(default):
+    """Blocker: the VPC CNI ignores NetworkPolicy objects unless its add-on enables the policy
+    agent; every default-deny and team isolation depended on it."""
+    cni = next(a for a in of_type(default, "aws:eks/addon:Addon") if a.inputs["addonName"] == "vpc-cni")
+    assert json.loads(cni.inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert cni.inputs["resolveConflictsOnCreate"] == "OVERWRITE"
+
+
+def test_node_groups_follow_the_cluster_version(default):
+    for group in of_type(default, "aws:eks/nodeGroup:NodeGroup"):
+        assert group.inputs["version"] == "1.35"
+
+
+@pytest.mark.parametrize(("types", "gpu", "ami"), [
+    (["m7g.large"], False, "AL2023_ARM_64_STANDARD"),
+    (["c7gn.xlarge", "t4g.large"], False, "AL2023_ARM_64_STANDARD"),
+    (["m7i.large"], False, "AL2023_x86_64_STANDARD"),
+    (["g5g.xlarge"], True, "AL2023_ARM_64_NVIDIA"),
+    (["g6.xlarge"], True, "AL2023_x86_64_NVIDIA"),
+])
+def test_the_ami_type_follows_the_instance_architecture(types, gpu, ami):
+    from mlplane.config.aws import instance_architecture
+
+    assert eks_module.AMI_TYPES[(instance_architecture(types[0]), gpu)] == ami
+
+
+def test_graviton_groups_get_the_arm_ami(tmp_path):
+    raw = merged(eks={"node_groups": {
+        "serving": {"instance_types": ["m7g.xlarge"], "min_size": 1, "max_size": 3, "desired_size": 1},
+        "gpu": {"enabled": True, "instance_types": ["g5g.xlarge"], "min_size": 0, "max_size": 1, "desired_size": 0}}})
+    groups = {g.inputs["nodeGroupName"]: g.inputs["amiType"] for g in of_type(render(tmp_path, raw), "aws:eks/nodeGroup:NodeGroup")}
+    assert groups == {"system": "AL2023_x86_64_STANDARD", "serving": "AL2023_ARM_64_STANDARD", "gpu": "AL2023_ARM_64_NVIDIA"}
+
+
+def test_a_group_mixing_architectures_is_refused():
+    with pytest.raises(ConfigError) as error:
+        parse_platform(merged(eks={"node_groups": {"serving": {
+            "instance_types": ["m7i.xlarge", "m7g.xlarge"], "min_size": 1, "max_size": 3, "desired_size": 1}}}))
+    message = str(error.value)
+    assert "aws.eks.node_groups.serving.instance_types" in message
+    assert "m7i.xlarge (x86_64), m7g.xlarge (arm64)" in message and "one CPU architecture" in message
+
+
+def test_a_system_group_that_may_shrink_to_zero_is_refused():
+    with pytest.raises(ConfigError) as error:
+        parse_platform(merged(eks={"node_groups": {"system": {
+            "instance_types": ["m7i.large"], "min_size": 0, "max_size": 2, "desired_size": 1}}}))
+    assert "aws.eks.node_groups.system" in str(error.value) and "min_size is 0" in str(error.value)
+
+
+@pytest.mark.parametrize("cidrs", [
+    ["0.0.0.0/1", "128.0.0.0/1"],
+    ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1"],
+    ["::/1", "8000::/1"],
+])
+def test_blocks_that_together_cover_the_internet_are_refused(cidrs):
+    with pytest.raises(ConfigError) as error:
+        parse_platform(merged(eks={"public_access_cidrs": cidrs}))
+    assert "aws.eks.public_access_cidrs" in str(error.value) and "together cover every address" in str(error.value)
+
+
+def test_blocks_short_of_the_whole_internet_pass():
+    parse_platform(merged(eks={"public_access_cidrs": ["0.0.0.0/1", "128.0.0.0/2"]}))
+
+
 def test_the_managed_add_ons_are_installed_and_the_ebs_driver_has_its_pod_identity(default):
     addons = {a.inputs["addonName"]: a for a in of_type(default, "aws:eks/addon:Addon")}
     assert sorted(addons) == sorted(eks_module.ADDONS)
@@ -245,7 +321,25 @@ def test_the_platform_key_rotates(default):
 def test_the_key_policy_lets_logs_and_auto_scaling_use_the_key():
     statements = {s["Sid"]: s for s in json.loads(key_policy("aws", "123456789012", "eu-west-1"))["Statement"]}
     assert statements["CloudWatchLogs"]["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
-    assert statements["AutoScalingVolumes"]["Principal"]["AWS"].endswith("/AWSServiceRoleForAutoScaling")
+    role = "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+    for sid in ("AutoScalingVolumes", "AutoScalingGrants"):
+        assert statements[sid]["Condition"]["StringEquals"] == {"aws:PrincipalArn": role, "aws:PrincipalAccount": "123456789012"}
+    assert statements["AutoScalingGrants"]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+
+
+def test_the_key_policy_names_no_principal_that_may_not_exist_yet():
+    """Blocker: KMS refuses a policy naming a role that does not exist, and Auto Scaling's
+    service-linked role only exists after the account's first Auto Scaling group: a fresh account's
+    first `pulumi up` failed. Principals are the account, a service, or '*' scoped to one ARN."""
+    for statement in json.loads(key_policy("aws", "123456789012", "eu-west-1"))["Statement"]:
+        principal = statement["Principal"]
+        if "AWS" not in principal:
+            continue
+        if principal["AWS"] == "*":
+            assert statement["Condition"]["StringEquals"]["aws:PrincipalArn"].endswith("/AWSServiceRoleForAutoScaling")
+            assert statement["Condition"]["StringEquals"]["aws:PrincipalAccount"] == "123456789012"
+        else:
+            assert principal["AWS"] == "arn:aws:iam::123456789012:root"
 
 
 def test_a_configured_key_is_used_and_none_created(tmp_path):
