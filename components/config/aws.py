@@ -26,8 +26,6 @@ _KMS_ALIAS = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:alias/[\w/-]+$")
 _ACM_CERT = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]+$")
 #: The retention values CloudWatch Logs accepts (CloudWatch Logs API Reference, PutRetentionPolicy
 #: ``retentionInDays``; botocore ``logs/2014-03-28/service-2.json``, shape ``Days``).
-#: Longest platform name on AWS: the RDS instance identifier ``<name>-mlflow`` has at most 63 characters.
-AWS_NAME_MAX = 63 - len("-mlflow")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$")
 _DB_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")

@@ -96,6 +96,15 @@ class PlatformConfig(_Model):
     def _aws_rules(self) -> PlatformConfig:
         if self.aws is None:
             raise ValueError("target 'aws' needs an 'aws' block with at least 'region'")
+        # The name starts AWS resource names; the strictest are RDS's instance, parameter group
+        # and final snapshot identifiers (`<name>-mlflow...`: letters, digits or hyphens, a letter
+        # first, no two hyphens in a row; RDS API Reference, CreateDBInstance and DeleteDBInstance,
+        # as in botocore's rds/2014-10-31/service-2.json). The name has at most 30 characters.
+        if not self.name[0].isalpha() or "--" in self.name:
+            raise ValueError(
+                f"name: '{self.name}' cannot start the names of the AWS resources (the RDS identifier "
+                f"'{self.name}-mlflow'): on target 'aws' a name starts with a letter and has no '--'"
+            )
         # The local target's sections: on AWS, EKS, S3, RDS and ECR take their place ('aws' block).
         local_only = {
             "cluster": "aws.eks", "registry": "aws.registry",

@@ -57,12 +57,30 @@ def _config_key(value: str) -> str:
     return value
 
 
+#: Prefixes and suffixes S3 reserves (S3 User Guide, "General purpose bucket naming rules"); the
+#: same lists as `mlplane state bootstrap` (tooling/state_settings.py; a test keeps them equal).
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
 def _bucket(value: str) -> str:
     if not _BUCKET.match(value) or ".." in value:
         raise ValueError(
             "must be an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', starting "
             "and ending with a letter or digit"
         )
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+        raise ValueError("must be an S3 bucket name, which may not look like an IP address")
+    for prefix in BUCKET_RESERVED_PREFIXES:
+        if value.startswith(prefix):
+            raise ValueError(
+                f"the prefix '{prefix}' is reserved by S3 (reserved: {', '.join(BUCKET_RESERVED_PREFIXES)})"
+            )
+    for suffix in BUCKET_RESERVED_SUFFIXES:
+        if value.endswith(suffix):
+            raise ValueError(
+                f"the suffix '{suffix}' is reserved by S3 (reserved: {', '.join(BUCKET_RESERVED_SUFFIXES)})"
+            )
     return value
 
 
