@@ -26,6 +26,7 @@ from mlplane.config import ConfigError, parse_platform  # noqa: F401 (callers an
 from mlplane.tooling import interrupts, progress
 from mlplane.tooling.offline import offline_run  # noqa: F401 (callers and tests)
 from mlplane.tooling.render_output import write_render  # noqa: F401 (used by tests and callers)
+from mlplane.tooling.render_records import DuplicateUrnError
 
 # Re-exported: the reading of stack files lives in mlplane.config.stack_files (below the stack program,
 # which reads team stack files too); callers and tests import these names from here.
@@ -84,6 +85,9 @@ def main() -> None:
         app()
     except InputError as error:
         fail(error.problems)
+    except DuplicateUrnError as error:
+        # A program defect the engine would stop `pulumi up` on: exit 1 with its message.
+        fail([f"{error} (the stack program registered it twice; `pulumi up` would stop here too)"], code=1)
     except KeyboardInterrupt:
         interrupts.report()
         raise SystemExit(interrupts.EXIT_INTERRUPTED) from None

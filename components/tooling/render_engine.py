@@ -14,7 +14,7 @@ import pulumi
 from pulumi.runtime import mocks as _mocks
 from pulumi.runtime import rpc
 
-from mlplane.tooling.render_records import SECRET_MASK, Recorded, StackOutputs, stand_in_secret
+from mlplane.tooling.render_records import SECRET_MASK, DuplicateUrnError, Recorded, StackOutputs, stand_in_secret
 
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
@@ -174,11 +174,17 @@ class _Monitor(_mocks.MockMonitor):
     def __init__(self, mocks: _Mocks):
         super().__init__(mocks)
         self.recorded: list[Recorded] = []
+        self._urns: set[str] = set()
+        #: The first duplicate URN registered (the engine stops the update on it; so does the run).
+        self.duplicate: str | None = None
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
+        if response.urn in self._urns and self.duplicate is None:
+            self.duplicate = response.urn
+        self._urns.add(response.urn)
         secrets: set[str] = set()
         inputs = _unwrap(rpc.deserialize_properties(request.object), "", secrets)
         self.recorded.append(
@@ -242,6 +248,8 @@ def run(
     )
     try:
         _mocks._sync_await(_mocks.run_pulumi_func(program))
+        if monitor.duplicate is not None:
+            raise DuplicateUrnError(monitor.duplicate)
     except Exception as error:
         # Keep what was registered before the failure, for tests that prove it is nothing.
         error.recorded = list(monitor.recorded)  # type: ignore[attr-defined]

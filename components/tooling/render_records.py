@@ -19,6 +19,16 @@ SECRET_MASK = "[secret]"
 _NOT_OBJECTS = ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize", "pulumi:providers:")
 
 
+class DuplicateUrnError(Exception):
+    """Two registrations with one URN (same type, name and parent): the Pulumi engine refuses the
+    second one ("Duplicate resource URN '<urn>'; try giving it a unique name", diagnostic 2001 in
+    pulumi/pulumi ``pkg/diag/errors.go``), so an offline render refuses it too."""
+
+    def __init__(self, urn: str):
+        self.urn = urn
+        super().__init__(f"Duplicate resource URN '{urn}'; try giving it a unique name")
+
+
 @dataclass
 class Recorded:
     """One resource registration."""
