@@ -3,7 +3,9 @@
 Every repository: tags IMMUTABLE (a tag, once pushed, always names the same image), scan on push,
 encrypted with the platform's KMS key, a lifecycle policy (untagged images expire after
 ``aws.registry.untagged_days``, at most ``aws.registry.keep_images`` images kept), ``force_delete``
-only in throwaway stacks, protected and retained on delete outside them.
+only in throwaway stacks; outside them the platform's repositories are protected and retained on
+delete, a team's retained only (removing the team drops them from the state and keeps them, with
+their images, in the account; as its bucket, mlplane.targets.aws.object_storage).
 
 Names mirror the bundled registry's scopes (mlplane.backing.registry_auth): everything under
 ``<platform>/``, a team's repositories under ``<platform>/<team>/``. ECR needs a repository before
@@ -97,6 +99,8 @@ class AwsRegistry(pulumi.ComponentResource):
         self.auth_realm: str | None = None
         self.repositories = {repo: self.repository(f"{name}-{repo}", f"{ctx.name}/{repo}") for repo in REPOSITORIES}
         first = next(iter(self.repositories.values()))
+        #: The platform's own repositories: what its CI job pods may push to (not the teams' under it).
+        self._platform_arns = [repo.arn for repo in self.repositories.values()]
         host = first.repository_url.apply(lambda url: url.split("/", 1)[0])
         #: ``arn:...:repository/`` of this registry (account and region of the repositories).
         self._arn_base = first.arn.apply(lambda arn: arn.split(":repository/", 1)[0] + ":repository/")
@@ -114,8 +118,13 @@ class AwsRegistry(pulumi.ComponentResource):
         )
 
     def repository(self, name: str, repository: str, team: str | None = None) -> aws.ecr.Repository:
-        """One repository with its lifecycle policy (children ``<name>``, ``<name>-lifecycle``)."""
+        """One repository with its lifecycle policy (children ``<name>``, ``<name>-lifecycle``).
+
+        Outside throwaway stacks the platform's are protected and retained; a team's (``team``) and
+        its lifecycle policy retained only: removing the team must not stall the platform's update
+        on a protected resource, and must not delete its images either."""
         ctx = self._ctx
+        keep = ctx.opts(self, retain_on_delete=ctx.protect) if team else ctx.stateful(self)
         repo = aws.ecr.Repository(
             name,
             name=repository,
@@ -124,27 +133,24 @@ class AwsRegistry(pulumi.ComponentResource):
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": ctx.kms_key_arn}],
             force_delete=self._throwaway,
             tags={**ctx.tags, **({"mlplane.dev/team": team} if team else {})},
-            opts=ctx.stateful(self),
+            opts=keep,
         )
         aws.ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=repo.name,
             policy=lifecycle_policy(ctx.config.registry.keep_images, ctx.config.registry.untagged_days),
-            opts=ctx.opts(self),
+            opts=ctx.opts(self, retain_on_delete=bool(team) and ctx.protect),
         )
         return repo
 
     # ------------------------------------------------------------------------ identities
 
-    def _statements(self, sid: str, push_prefix: str, pull_prefixes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    def _statements(
+        self, sid: str, push_resources: list[pulumi.Input[str]], pull_prefixes: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
         statements: list[dict[str, Any]] = [
             {"Sid": f"{sid}Login", "Effect": "Allow", "Action": [AUTH_ACTION], "Resource": ["*"]},
-            {
-                "Sid": f"{sid}Push",
-                "Effect": "Allow",
-                "Action": list(PUSH_ACTIONS),
-                "Resource": [pulumi.Output.concat(self._arn_base, push_prefix, "/*")],
-            },
+            {"Sid": f"{sid}Push", "Effect": "Allow", "Action": list(PUSH_ACTIONS), "Resource": push_resources},
         ]
         if pull_prefixes:
             statements.append(
@@ -158,12 +164,14 @@ class AwsRegistry(pulumi.ComponentResource):
         return statements
 
     def push_statements(self) -> list[dict[str, Any]]:
-        """IAM statements for the platform's CI job pods: push and pull ``<platform>/*`` only."""
-        return self._statements("Registry", self._ctx.name)
+        """IAM statements for the platform's CI job pods: push and pull the platform's repositories
+        (``<platform>/<repo>`` of :data:`REPOSITORIES`) only, by ARN: not ``<platform>/*``, which
+        would cover every team's ``<platform>/<team>/...``."""
+        return self._statements("Registry", list(self._platform_arns))
 
     def team_push_statements(self, team: str) -> list[dict[str, Any]]:
         """IAM statements for a team's runners: push and pull ``<platform>/<team>/*`` only."""
-        return self._statements("TeamRegistry", f"{self._ctx.name}/{team}")
+        return self._statements("TeamRegistry", [pulumi.Output.concat(self._arn_base, f"{self._ctx.name}/{team}/*")])
 
     def team_pull_statements(self, team: str) -> list[dict[str, Any]]:
         """Pull ``<platform>/<team>/*`` (a team's model servers, when their node role is not enough)."""

@@ -76,9 +76,23 @@ def test_lifecycle_follows_the_config():
     assert [r["selection"]["countNumber"] for r in sorted(rules, key=lambda r: r["rulePriority"])] == [2, 5]
 
 
-def test_repositories_are_protected_outside_throwaway():
+def test_the_platforms_repositories_are_protected_outside_throwaway():
     result, _ = render()
-    assert all(r.protect and r.retain_on_delete and r.inputs["forceDelete"] is False for r in of_type(result, REPOSITORY))
+    platform = [r for r in of_type(result, REPOSITORY) if "mlplane.dev/team" not in r.inputs["tags"]]
+    assert [r.inputs["name"] for r in platform] == ["mlplane/models"]
+    assert all(r.protect and r.retain_on_delete and r.inputs["forceDelete"] is False for r in platform)
+
+
+def test_a_teams_repositories_are_retained_not_protected_outside_throwaway():
+    """Removing a team must not stall the platform's update on a protected repository (review of
+    issue 11, should-fix 6), nor delete its images: its repository and lifecycle policy are
+    dropped from the state and kept in the account."""
+    result, _ = render()
+    repo = result.named(f"{NAME}-vision-models")
+    assert repo.inputs["name"] == "mlplane/vision/models"
+    assert (repo.protect, repo.retain_on_delete, repo.inputs["forceDelete"]) == (False, True, False)
+    lifecycle = result.named(f"{NAME}-vision-models-lifecycle")
+    assert (lifecycle.protect, lifecycle.retain_on_delete) == (False, True)
 
 
 def test_throwaway_repositories_are_not_protected():
@@ -103,7 +117,15 @@ def test_push_is_scoped_to_the_platform_repositories():
     by_sid = {s["Sid"]: s for s in document["Statement"]}
     assert by_sid["RegistryLogin"]["Action"] == [AUTH_ACTION]
     assert by_sid["RegistryPush"]["Action"] == list(PUSH_ACTIONS)
-    assert by_sid["RegistryPush"]["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlplane/*"]
+    assert by_sid["RegistryPush"]["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/mlplane/models"]
+
+
+def test_the_platforms_push_does_not_reach_a_teams_repositories():
+    """`<platform>/*` would match `<platform>/<team>/models` (IAM wildcards cross '/')."""
+    _, out = render()
+    resources = [r for s in json.loads(out["push"])["Statement"] for r in s["Resource"]]
+    assert not any(r.endswith("*") and r != "*" for r in resources)
+    assert not any("mlplane/vision" in r for r in resources)
 
 
 def test_team_push_is_scoped_to_the_team_repositories():

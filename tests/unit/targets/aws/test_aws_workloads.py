@@ -114,7 +114,7 @@ def test_job_role_is_the_datasets_bucket_read_only_and_the_platform_repositories
     objects = next(s for s in document["Statement"] if s["Sid"] == "PlatformReadObjects")
     assert "s3:PutObject" not in objects["Action"]  # datasets_access: read-only (the default)
     push = next(s for s in document["Statement"] if s["Sid"] == "RegistryPush")
-    assert push["Resource"] == ["arn:aws:ecr:eu-west-1:123456789012:repository/mlplane/*"]
+    assert push["Resource"] == ["arn:aws:ecr:eu-west-1:123456789012:repository/mlplane/models"]  # not the teams' ones
     login = next(s for s in document["Statement"] if s["Sid"] == "RegistryLogin")
     assert login["Action"] == ["ecr:GetAuthorizationToken"]
 
