@@ -75,6 +75,10 @@ def _aws_computed(typ: str, name: str, inputs: dict[str, Any], region: str) -> d
             "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{named}",
             "registryId": account,
         }
+    if typ == "aws:rds/parameterGroup:ParameterGroup" and inputs.get("namePrefix"):
+        # name_prefix: the provider appends a 26-character unique suffix (a timestamp and a counter).
+        generated = f"{inputs['namePrefix']}{'0' * 25}1"
+        return {"name": generated, "id": generated, "arn": f"arn:aws:rds:{region}:{account}:pg:{generated}"}
     if typ == "aws:rds/instance:Instance":
         identifier = str(inputs.get("identifier") or name)
         return {

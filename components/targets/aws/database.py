@@ -7,6 +7,13 @@ storage gp3 and encrypted with the platform's KMS key, backups kept ``aws.databa
 Insights encrypted with the same key; outside throwaway stacks deletion protection, a final snapshot,
 ``protect`` and ``retain_on_delete``.
 
+Its log exports go to log groups created first, encrypted with the key and kept
+``aws.eks.log_retention_days`` (RDS would otherwise create them unencrypted and never expiring).
+Extended Support is off (``engine_lifecycle_support``): a major version past the end of standard
+support fails to create instead of being billed. The parameter group is named from a prefix and its
+family follows the engine's major, so raising ``aws.database.engine_version`` to a new major creates
+the new group before the instance moves to it (``allow_major_version_upgrade``).
+
 The password: RDS generates and keeps the master password in Secrets Manager
 (``manage_master_user_password``, encrypted with the platform's key); nothing of it is in the
 program or the config. MLflow needs it in its database URI, so the program reads the secret's
@@ -41,6 +48,16 @@ SSLMODE = "require"
 PERFORMANCE_INSIGHTS_DAYS = 7
 #: PostgreSQL logs to CloudWatch (RDS User Guide, "Publishing PostgreSQL logs to CloudWatch Logs").
 LOG_EXPORTS = ("postgresql", "upgrade")
+#: No paid RDS Extended Support: the default enrolls the instance (RDS API Reference,
+#: CreateDBInstance ``EngineLifecycleSupport``; pulumi-aws 7.51.1 ``rds/instance.py``).
+ENGINE_LIFECYCLE_SUPPORT = "open-source-rds-extended-support-disabled"
+
+
+def log_group_name(identifier: str, log_type: str) -> str:
+    """Where RDS publishes an exported log: ``/aws/rds/instance/<identifier>/<log type>`` (RDS User
+    Guide, "Publishing database logs to Amazon CloudWatch Logs"; the name terraform-aws-modules/
+    terraform-aws-rds pre-creates in ``modules/db_instance``)."""
+    return f"/aws/rds/instance/{identifier}/{log_type}"
 
 
 def parameter_family(engine_version: str) -> str:
@@ -110,20 +127,37 @@ class AwsDatabase(pulumi.ComponentResource):
         )
         parameters = aws.rds.ParameterGroup(
             f"{name}-parameters",
-            name=identifier,
+            # A prefix, not a fixed name: a new major's group (another family) is created next to
+            # the old one, which is deleted once the instance has moved (Pulumi replaces create-first).
+            name_prefix=f"{identifier}-",
             family=parameter_family(cfg.engine_version),
             description=f"mlplane {ctx.name}: TLS required",
             parameters=[{"name": "rds.force_ssl", "value": "1"}],
             tags=dict(ctx.tags),
             opts=ctx.opts(self),
         )
+        # Created before the instance exports to them: encrypted, with a retention.
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-logs-{log_type}",
+                name=log_group_name(identifier, log_type),
+                retention_in_days=ctx.config.eks.log_retention_days,
+                kms_key_id=ctx.kms_key_arn,
+                tags=dict(ctx.tags),
+                opts=ctx.opts(self),
+            )
+            for log_type in LOG_EXPORTS
+        ]
         protect = ctx.protect
         self.instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=identifier,
             engine="postgres",
             engine_version=cfg.engine_version,
+            engine_lifecycle_support=ENGINE_LIFECYCLE_SUPPORT,
             auto_minor_version_upgrade=True,
+            # A new major in the config is applied (with its parameter group), not refused.
+            allow_major_version_upgrade=True,
             instance_class=cfg.instance_class,
             allocated_storage=cfg.allocated_storage_gib,
             max_allocated_storage=cfg.max_allocated_storage_gib,
@@ -150,7 +184,7 @@ class AwsDatabase(pulumi.ComponentResource):
             performance_insights_retention_period=PERFORMANCE_INSIGHTS_DAYS,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             tags=dict(ctx.tags),
-            opts=ctx.stateful(self),
+            opts=ctx.stateful(self, depends_on=log_groups),
         )
         self.master_secret_arn = self.instance.master_user_secrets.apply(
             lambda secrets: secrets[0].secret_arn if secrets else None

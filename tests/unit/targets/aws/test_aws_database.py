@@ -102,7 +102,35 @@ def test_parameter_group_forces_tls():
     result, _ = render()
     parameters = result.named(f"{NAME}-parameters")
     assert {"name": "rds.force_ssl", "value": "1"} in parameters.inputs["parameters"]
-    assert instance(result).inputs["parameterGroupName"] == parameters.inputs["name"]
+    assert instance(result).inputs["parameterGroupName"].startswith(parameters.inputs["namePrefix"])
+
+
+def test_a_new_major_gets_a_new_parameter_group_and_is_allowed():
+    """A fixed group name would collide when the family changes (review of issue 11, should-fix 7):
+    the group is named from a prefix, its family follows the major, the instance may upgrade."""
+    result, _ = render(raw={"aws": {"region": REGION, "database": {"engine_version": "16"}}})
+    parameters = result.named(f"{NAME}-parameters")
+    assert "name" not in parameters.inputs
+    assert parameters.inputs["namePrefix"] == "mlplane-mlflow-"
+    assert parameters.inputs["family"] == "postgres16"
+    assert instance(result).inputs["allowMajorVersionUpgrade"] is True
+
+
+def test_extended_support_is_not_enrolled():
+    result, _ = render()
+    assert instance(result).inputs["engineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
+
+
+def test_exported_logs_go_to_encrypted_log_groups_with_retention_created_first():
+    result, _ = render(raw={"aws": {"region": REGION, "eks": {"log_retention_days": 365}}})
+    exports = instance(result).inputs["enabledCloudwatchLogsExports"]
+    assert exports == ["postgresql", "upgrade"]
+    for log_type in exports:
+        group = result.named(f"{NAME}-logs-{log_type}")
+        assert group.inputs["name"] == f"/aws/rds/instance/mlplane-mlflow/{log_type}"
+        assert group.inputs["kmsKeyId"] == KMS_KEY
+        assert group.inputs["retentionInDays"] == 365
+        assert group.urn in instance(result).depends_on
 
 
 def test_performance_insights_encrypted():
