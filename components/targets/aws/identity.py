@@ -3,7 +3,8 @@ Pod Identity (docs/components/aws-identity.md).
 
 One helper, :func:`workload_role`: the role (trusted by ``pods.eks.amazonaws.com`` only, with the
 two actions EKS Pod Identity needs: ``sts:AssumeRole`` and ``sts:TagSession``; EKS User Guide,
-"pod-id-role"), a least-privilege inline policy built from explicit statements (refused when a
+"pod-id-role"; and only for the session tags of this cluster, namespace and service account, so no
+other cluster's association, in this account or another, can use it), a least-privilege inline policy built from explicit statements (refused when a
 statement allows a ``*`` action or every action of a service on the ``*`` resource), and the
 ``aws.eks.PodIdentityAssociation`` for one (namespace, service account). The other AWS modules
 build their statements with the helpers below.
@@ -25,6 +26,15 @@ from mlplane.targets.aws.context import AwsContext
 #: "Create an IAM role for EKS Pod Identity": the trust policy's two actions).
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 TRUST_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
+#: Session tags EKS Pod Identity adds to its AssumeRole request, which a trust policy may require
+#: (EKS User Guide, "pod-id-role", Setting Conditions, and "pod-id-abac", List of session tags added
+#: by EKS Pod Identity: eks-cluster-arn, eks-cluster-name, kubernetes-namespace,
+#: kubernetes-service-account, kubernetes-pod-name, kubernetes-pod-uid). The cluster's ARN names its
+#: account, so it does what ``aws:SourceAccount`` would; that key is not documented for this
+#: principal, and a condition on a key the request lacks would refuse every pod.
+CLUSTER_TAG, NAMESPACE_TAG, ACCOUNT_TAG = (
+    "aws:RequestTag/eks-cluster-arn", "aws:RequestTag/kubernetes-namespace", "aws:RequestTag/kubernetes-service-account",
+)
 #: IAM role names are at most 64 characters (IAM quotas, "Role name").
 ROLE_NAME_MAX = 64
 #: Object-level S3 actions per bucket access; the bucket itself is listed with s3:ListBucket
@@ -44,20 +54,48 @@ KMS_ACTIONS: dict[str, tuple[str, ...]] = {
     "read-write": ("kms:Decrypt", "kms:GenerateDataKey"),
 }
 
-TRUST_POLICY = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "EksPodIdentity",
-                "Effect": "Allow",
-                "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
-                "Action": list(TRUST_ACTIONS),
-            }
-        ],
-    },
-    sort_keys=True,
-)
+
+
+def trust_policy(cluster_arn: str, namespace: str, service_account: str) -> str:
+    """The role's trust: EKS Pod Identity, for pods of ``namespace``/``service_account`` on the
+    cluster ``cluster_arn`` only (the session tags it adds to the request)."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "EksPodIdentity",
+                    "Effect": "Allow",
+                    "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
+                    "Action": list(TRUST_ACTIONS),
+                    "Condition": {
+                        "StringEquals": {
+                            CLUSTER_TAG: cluster_arn, NAMESPACE_TAG: namespace, ACCOUNT_TAG: service_account,
+                        }
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+#: The last context's cluster ARN (one lookup of account and partition per stack run).
+_CLUSTER_ARN: list[tuple[AwsContext, pulumi.Output[str]]] = []
+
+
+def cluster_arn(ctx: AwsContext, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """``arn:<partition>:eks:<region>:<account>:cluster/<name>`` of the context's cluster (the
+    account and partition of the credentials that run the stack, where the cluster is)."""
+    if not _CLUSTER_ARN or _CLUSTER_ARN[0][0] is not ctx:
+        invoke = pulumi.InvokeOutputOptions(provider=ctx.provider, parent=parent)
+        partition = aws.get_partition_output(opts=invoke).partition
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        arn = pulumi.Output.concat(
+            "arn:", partition, ":eks:", ctx.config.region, ":", account, ":cluster/", ctx.cluster_name
+        )
+        _CLUSTER_ARN[:] = [(ctx, arn)]
+    return _CLUSTER_ARN[0][1]
 
 
 def bucket_statements(
@@ -166,7 +204,7 @@ def workload_role(
         f"{name}-role",
         name=role_name(ctx, f"{namespace}-{service_account}"),
         description=description,
-        assume_role_policy=TRUST_POLICY,
+        assume_role_policy=cluster_arn(ctx, parent).apply(lambda arn: trust_policy(arn, namespace, service_account)),
         max_session_duration=3600,
         tags={**ctx.tags, "mlplane.dev/namespace": namespace, "mlplane.dev/service-account": service_account},
         opts=ctx.opts(parent),

@@ -207,6 +207,20 @@ def test_role_trusts_eks_pod_identity_only():
     assert statement["Effect"] == "Allow"
 
 
+def test_role_trusts_only_its_service_account_on_this_clusters_account():
+    """Without conditions any Pod Identity association, on any cluster of the account, could use
+    the role (review of issue 11, nit): the session tags EKS adds pin cluster, namespace and account."""
+    result, _ = render()
+    (statement,) = policy(result.named(f"{NAME}-mlflow-role"), "assumeRolePolicy")["Statement"]
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/eks-cluster-arn": "arn:aws:eks:eu-west-1:123456789012:cluster/mlplane",
+            "aws:RequestTag/kubernetes-namespace": "mlplane-tracking",
+            "aws:RequestTag/kubernetes-service-account": "mlflow",
+        }
+    }
+
+
 def test_pod_identity_association_binds_the_service_account():
     result, _ = render()
     association = result.named(f"{NAME}-mlflow-pod-identity")
@@ -335,4 +349,4 @@ def test_role_names_fit_iam_limit_and_stay_stable():
     first = iam.role_name(Ctx(), "a-very-long-namespace-name-x-service-account")  # type: ignore[arg-type]
     assert len(first) == 64
     assert first == iam.role_name(Ctx(), "a-very-long-namespace-name-x-service-account")  # type: ignore[arg-type]
-    assert json.loads(iam.TRUST_POLICY)["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert json.loads(iam.trust_policy("arn", "ns", "sa"))["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
