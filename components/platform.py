@@ -76,6 +76,7 @@ class Platform(pulumi.ComponentResource):
             secret=args.secret,
             registry_mirror=config.images.registry_mirror,
             images=config.images,
+            placement=foundation.placement,
         )
         within = pulumi.ResourceOptions(parent=self, providers=[provider])
         foundation.install(name, platform, within)

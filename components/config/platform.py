@@ -61,6 +61,21 @@ class PlatformConfig(_Model):
     )
 
     @model_validator(mode="after")
+    def _gpu_models(self) -> PlatformConfig:
+        """A model asking for GPUs needs nodes that have them: the AWS GPU group, or an adopted
+        cluster's own GPU nodes (kind has none)."""
+        for index, model in enumerate(self.serving.models):
+            if not model.gpus:
+                continue
+            where = f"serving.models[{index}].gpus: model '{model.name}' requests {model.gpus} GPU(s)"
+            if self.target == "local" and self.cluster.mode == "kind":
+                raise ValueError(f"{where}, but a kind cluster has no GPUs: set gpus 0, or use cluster.mode 'existing' or target 'aws'")
+            aws = self.aws
+            if self.target == "aws" and aws is not None and aws.eks.mode == "create" and not aws.eks.node_groups.gpu.enabled:
+                raise ValueError(f"{where}, but the cluster has no GPU node group: set aws.eks.node_groups.gpu.enabled true")
+        return self
+
+    @model_validator(mode="after")
     def _cross_rules(self) -> PlatformConfig:
         if self.target == "aws":
             return self._aws_rules()

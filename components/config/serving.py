@@ -261,6 +261,16 @@ class ModelConfig(ModelRef):
             "must contain the `mlflow` CLI; pin a tag or digest. Default: the pinned MLflow image."
         ),
     )
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description=(
+            "NVIDIA GPUs each replica requests (`nvidia.com/gpu`, request = limit). On target aws the "
+            "replicas run on the GPU node group (`aws.eks.node_groups.gpu`, which must be enabled). "
+            "0: none."
+        ),
+    )
     tmp_size: Storage = Field(
         default="2Gi",
         description="Size limit of the /tmp volume the model is downloaded and unpacked into.",

@@ -7,7 +7,7 @@ no service account token unless needed) is encoded here once, so a component can
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -81,6 +81,38 @@ def _container_images(node: Any) -> Any:
                 yield from _container_images(node[key])
 
 
+#: Node label of the node groups a target splits its nodes into (AWS: ``system``, ``serving``,
+#: ``gpu``; mlplane.targets.aws.eks sets it on each managed node group).
+NODE_GROUP = "mlplane.dev/node-group"
+#: The extended resource NVIDIA's device plugin advertises; the GPU group is tainted with it.
+GPU_RESOURCE = "nvidia.com/gpu"
+#: Where a pod runs: platform services on ``system``; models, their jobs and CI job pods on
+#: ``serving``; pods requesting GPUs on ``gpu``.
+NodeRole = Literal["system", "serving"]
+
+
+@dataclass(frozen=True)
+class NodePlacement:
+    """How pods are pinned to node groups on a target whose nodes carry :data:`NODE_GROUP` labels
+    (the AWS target's created cluster). A target without groups (local, an adopted cluster) has
+    none: pods go wherever the scheduler puts them and nothing is added to their specs."""
+
+    #: The cluster has a GPU group (tainted ``nvidia.com/gpu``): pods requesting GPUs go there.
+    gpu: bool = False
+
+    def pod(self, role: NodeRole, gpus: int = 0) -> dict[str, Any]:
+        """Pod spec fields pinning a pod to its group: a ``nodeSelector`` and, for a pod asking
+        for GPUs, the toleration of the GPU group's taint."""
+        if gpus:
+            if not self.gpu:
+                raise ValueError(f"a pod requests {gpus} GPU(s) but the cluster has no GPU node group")
+            return {
+                "nodeSelector": {NODE_GROUP: "gpu"},
+                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+            }
+        return {"nodeSelector": {NODE_GROUP: role}}
+
+
 @dataclass(frozen=True)
 class Platform:
     """What every component needs to know about the platform it belongs to.
@@ -97,6 +129,13 @@ class Platform:
     #: The config's ``images`` section (chart mirror and paths, image lock); None: upstream
     #: charts and images by tag.
     images: ImagesConfig | None = None
+    #: Node groups pods are pinned to (:class:`NodePlacement`); None: no placement (local).
+    placement: NodePlacement | None = None
+
+    def place(self, role: NodeRole, gpus: int = 0) -> dict[str, Any]:
+        """Pod spec fields putting a pod on its node group (merge them into the pod spec); {}
+        without placement, so specs stay as they are on the local target."""
+        return self.placement.pod(role, gpus) if self.placement is not None else {}
 
     def image(self, key: str) -> str:
         """The pinned reference of an upstream image, through the mirror when one is set, with
@@ -404,6 +443,8 @@ class Workload:
     automount_token: bool = False
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    #: Node placement fields of the pod spec (:meth:`Platform.place`); {}: none.
+    placement: Mapping[str, Any] = field(default_factory=dict)
 
     def template(self, labels: Mapping[str, str]) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -417,6 +458,7 @@ class Workload:
             spec["initContainers"] = self.init_containers
         if self.service_account is not None:
             spec["serviceAccountName"] = self.service_account
+        spec.update(self.placement)
         metadata: dict[str, Any] = {"labels": dict(labels)}
         if self.annotations:
             metadata["annotations"] = self.annotations

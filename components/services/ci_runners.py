@@ -167,6 +167,9 @@ def job_pod_template(args: CiRunnersArgs) -> dict[str, Any]:
         spec["serviceAccountName"] = args.job_identity.service_account
     if args.config.container_mode == "kubernetes-novolume":
         spec["initContainers"] = [externals_init_container(args)]
+    # Job pods on the serving group (the hooks keep nodeSelector and tolerations like
+    # serviceAccountName: every key but containers and volumes).
+    spec.update(args.platform.place("serving"))
     return {"spec": spec}
 
 
@@ -383,6 +386,8 @@ def controller_values(
         "podSecurityContext": kube.pod_security(CONTROLLER_UID),
         "securityContext": kube.container_security(),
         "flags": {"logLevel": "info", "watchSingleNamespace": runner_namespace},
+        # The controller chart's top-level nodeSelector (gha-runner-scale-set-controller values.yaml).
+        **platform.place("system"),
     }
 
 
@@ -398,8 +403,10 @@ def scale_set_values(args: CiRunnersArgs, controller_namespace: str) -> dict[str
         # Explicit, so the chart does not look the controller up in a live cluster.
         "controllerServiceAccount": {"namespace": controller_namespace, "name": CONTROLLER_ACCOUNT},
         "listenerTemplate": _restricted_pod(CONTROLLER_UID, "listener", cfg.controller_resources),
-        "template": {"spec": runner_pod_spec(args)},
+        # Runner pods (and dind's builds) on the serving group, the listener on the system group.
+        "template": {"spec": {**runner_pod_spec(args), **args.platform.place("serving")}},
     }
+    values["listenerTemplate"]["spec"].update(args.platform.place("system"))
     if cfg.runner_group is not None:
         values["runnerGroup"] = cfg.runner_group
     if cfg.container_mode in KUBERNETES_MODES:

@@ -274,6 +274,7 @@ class Inference:
             fs_group=10001,
             volumes=[self.scripts_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
             service_account=self.account("drift"),
+            placement=self.platform.place("serving"),
         )
         template = workload.template(job_labels)
         template["spec"]["restartPolicy"] = "Never"
@@ -345,7 +346,8 @@ def exporter(
         mounts=mounts,
     )
     workload = kube.Workload(
-        containers=[container], uid=10001, fs_group=10001, volumes=volumes, service_account=service_account
+        containers=[container], uid=10001, fs_group=10001, volumes=volumes, service_account=service_account,
+        placement=platform.place("serving"),
     )
     k8s.apps.v1.Deployment(
         f"{prefix}-{name}",

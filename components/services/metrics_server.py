@@ -141,13 +141,14 @@ class MetricsServer(pulumi.ComponentResource):
         workload = kube.Workload(
             containers=[container],
             uid=METRICS_SERVER_UID,
+            placement=platform.place("system"),
             volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
             service_account=account.metadata.name,
             automount_token=True,
         )
         template = workload.template(labels)
         template["spec"]["priorityClassName"] = "system-cluster-critical"
-        template["spec"]["nodeSelector"] = {"kubernetes.io/os": "linux"}
+        template["spec"]["nodeSelector"] = {"kubernetes.io/os": "linux", **template["spec"].get("nodeSelector", {})}
         return template
 
     def _rbac(self, name: str, labels: dict[str, str], subject: list[dict[str, str]]) -> None:

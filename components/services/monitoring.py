@@ -349,6 +349,7 @@ class Monitoring(pulumi.ComponentResource):
             containers=[container],
             uid=PROMETHEUS_UID,
             fs_group=PROMETHEUS_UID,
+            placement=platform.place("system"),
             volumes=[{"name": "config", "configMap": {"name": config_map.metadata.name}}],
             service_account=account.metadata.name,
             automount_token=True,
@@ -533,6 +534,7 @@ class Monitoring(pulumi.ComponentResource):
             containers=[container],
             uid=GRAFANA_UID,
             fs_group=GRAFANA_UID,
+            placement=platform.place("system"),
             volumes=[
                 {"name": "data", "emptyDir": {"sizeLimit": "512Mi"}},
                 {"name": "logs", "emptyDir": {"sizeLimit": "16Mi"}},

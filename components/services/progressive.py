@@ -328,7 +328,8 @@ class Flagger(pulumi.ComponentResource):
             readiness=kube.http_probe("/healthz", "http", period=10),
         )
         workload = kube.Workload(
-            containers=[container], uid=FLAGGER_UID, service_account=account.metadata.name, automount_token=True
+            containers=[container], uid=FLAGGER_UID, service_account=account.metadata.name, automount_token=True,
+            placement=platform.place("system"),
         )
         k8s.apps.v1.Deployment(
             f"{name}-{deployment_suffix}",

@@ -94,10 +94,13 @@ PROXY_TMP_SIZE = "64Mi"
 
 
 def chart_values(config: RoutingConfig, platform: kube.Platform) -> dict[str, Any]:
-    """Values for the Envoy Gateway chart: pinned image, resources, restricted security contexts."""
+    """Values for the Envoy Gateway chart: pinned image, resources, restricted security contexts,
+    and (a target with node groups) the controller and certgen Job on the system group (the
+    chart's ``deployment.pod.nodeSelector`` and ``certgen.job.nodeSelector``, gateway-helm
+    v1.9.1 ``values.tmpl.yaml``)."""
     repository, tag = _split_image(platform.image("envoy-gateway"))
     security = _envoy_container_security()
-    return {
+    values: dict[str, Any] = {
         # The value the chart reads for the controller's pull policy (it overrides the one below).
         "global": {"images": {"envoyGateway": {"pullPolicy": CONTROLLER_PULL_POLICY}}},
         "deployment": {
@@ -120,9 +123,16 @@ def chart_values(config: RoutingConfig, platform: kube.Platform) -> dict[str, An
             }
         },
     }
+    selector = platform.place("system").get("nodeSelector")
+    if selector:
+        values["deployment"]["pod"] = {"nodeSelector": selector}
+        values["certgen"]["job"]["nodeSelector"] = selector
+    return values
 
 
-def envoy_proxy_spec(config: RoutingConfig, platform_name: str, exposure: Exposure | None = None) -> dict[str, Any]:
+def envoy_proxy_spec(
+    config: RoutingConfig, platform_name: str, exposure: Exposure | None = None, placement: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """EnvoyProxy spec: a NodePort Service on :data:`HTTP_NODE_PORT`, resources, restricted pods.
 
     Read-only root filesystems with a writable ``/tmp`` in both containers of the proxy pod.
@@ -158,6 +168,8 @@ def envoy_proxy_spec(config: RoutingConfig, platform_name: str, exposure: Exposu
                             {"name": "envoy-tmp", "emptyDir": {"sizeLimit": PROXY_TMP_SIZE}},
                             {"name": "shutdown-manager-tmp", "emptyDir": {"sizeLimit": PROXY_TMP_SIZE}},
                         ],
+                        # The proxies on the system group (EnvoyProxy KubernetesPodSpec nodeSelector).
+                        **(placement or {}),
                     },
                     "patch": {
                         "type": "StrategicMerge",
@@ -364,7 +376,7 @@ class Routing(pulumi.ComponentResource):
             api_version=ENVOY_GATEWAY_API,
             kind="EnvoyProxy",
             metadata={"name": PROXY_CONFIG, "namespace": ns_name, "labels": labels},
-            spec=envoy_proxy_spec(cfg, platform.name, args.exposure),
+            spec=envoy_proxy_spec(cfg, platform.name, args.exposure, platform.place("system")),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[chart]),
         )
         gateway_class = k8s.apiextensions.CustomResource(
@@ -466,7 +478,8 @@ class Routing(pulumi.ComponentResource):
             "securityContext": _envoy_container_security(),
         }
         workload = kube.Workload(
-            containers=[certgen], uid=ENVOY_UID, service_account="certgen", automount_token=True
+            containers=[certgen], uid=ENVOY_UID, service_account="certgen", automount_token=True,
+            placement=platform.place("system"),
         )
         template = workload.template(labels)
         template["spec"]["restartPolicy"] = "Never"

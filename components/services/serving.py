@@ -429,6 +429,8 @@ class ModelServer:
             fs_group=MLFLOW_UID,
             volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": model.tmp_size}}],
             annotations={MODEL_URI_ANNOTATION: uri},
+            # The serving group; a model asking for GPUs on the GPU group, tolerating its taint.
+            placement=platform.place("serving", model.gpus),
         )
         if self.inference is not None and model.logging is not None:
             # The sidecar runs the pinned MLflow image (Python and boto3), not the model's image.
@@ -541,4 +543,8 @@ class ModelServer:
         body["startupProbe"] = kube.http_probe(
             "/ping", "http", period=10, failures=max(3, model.startup_timeout_seconds // 10)
         )
+        if model.gpus:
+            # An extended resource: requests must equal limits (the device plugin hands out whole GPUs).
+            for bound in ("requests", "limits"):
+                body["resources"][bound][kube.GPU_RESOURCE] = str(model.gpus)
         return body

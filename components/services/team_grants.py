@@ -277,7 +277,7 @@ def _tracking(
         pulumi.Output.concat(team.identity, f"-mlflow-{action}-", digest),
         tracking_ns,
         labels,
-        _job_template(container, tracking.MLFLOW_UID, labels),
+        _job_template(container, tracking.MLFLOW_UID, labels, platform.place("system")),
         parent,
         depends_on=[setup_secret],
     )
@@ -318,9 +318,12 @@ def _job_container(
     return container
 
 
-def _job_template(container: dict[str, Any], uid: int, labels: Mapping[str, str]) -> dict[str, Any]:
+def _job_template(
+    container: dict[str, Any], uid: int, labels: Mapping[str, str], placement: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     template = kube.Workload(
-        containers=[container], uid=uid, volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
+        containers=[container], uid=uid, volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
+        placement=placement or {},
     ).template(labels)
     template["spec"]["restartPolicy"] = "Never"
     return template

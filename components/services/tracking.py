@@ -413,6 +413,7 @@ class TrackingServer(pulumi.ComponentResource):
         )
         template = kube.Workload(
             containers=[server, exporter], uid=MLFLOW_UID, fs_group=MLFLOW_UID, volumes=volumes,
+            placement=platform.place("system"),
             service_account=self._identity.service_account if self._identity is not None else None,
         ).template(self._labels)
         # Rolls the pod when a Secret it reads at start changes.
@@ -475,7 +476,8 @@ class TrackingServer(pulumi.ComponentResource):
             f"{name}-reader-network-policy", "mlflow-reader", args.platform.selector("tracking", "mlflow-reader"), []
         )
         template = kube.Workload(
-            containers=[job], uid=MLFLOW_UID, volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+            containers=[job], uid=MLFLOW_UID, volumes=[{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            placement=args.platform.place("system"),
         ).template(labels)
         template["spec"]["restartPolicy"] = "Never"
         digest = content_digest(image, READER_SCRIPT, READER_USERNAME, password)

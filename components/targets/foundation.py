@@ -35,6 +35,8 @@ class Foundation(Protocol):
     storage_in_cluster: bool
     #: Registry pushes from pods go over plain HTTP (the bundled registry on kind's network).
     registry_insecure: bool
+    #: Node groups pods are pinned to (kube.Platform.placement); None: no groups (local).
+    placement: kube.NodePlacement | None
 
     def install(self, name: str, platform: kube.Platform, opts: pulumi.ResourceOptions) -> None:
         """What the cluster runs before the services (StorageClass, autoscaler...), if anything."""

@@ -27,6 +27,7 @@ from mlplane.targets.aws.database import AwsDatabase
 from mlplane.targets.aws.eks import Eks, EksArgs
 from mlplane.targets.aws.network import Network, NetworkArgs
 from mlplane.targets.aws.object_storage import AwsObjectStorage
+from mlplane.targets.aws.placement import node_placement
 from mlplane.targets.aws.registry import AwsRegistry
 
 #: Tag on every AWS resource (with ``aws.tags``): which platform it belongs to.
@@ -204,6 +205,9 @@ class AwsFoundation:
             # Objects wait for the nodes and the add-ons (CoreDNS, the EBS CSI driver).
             opts=pulumi.ResourceOptions(parent=parent, depends_on=self.eks.ready),
         )
+        #: Platform services on the system group, models and CI job pods on serving, GPU models on
+        #: gpu (node_placement); none on an adopted cluster, whose nodes carry no such labels.
+        self.placement = node_placement(config)
         self.exposure: Exposure | None = Exposure(
             service=load_balancer_service(cfg.routing, self.network.vpc_cidr),
             edge_tls=cfg.routing.certificate_arn is not None,

@@ -37,6 +37,8 @@ class LocalFoundation:
         self.http_port = config.cluster.kind.http_port
         self.storage_in_cluster = config.object_storage.mode == "bundled"
         self.registry_insecure = config.registry.mode == "bundled"
+        #: kind's nodes (or an adopted cluster's) are not split into groups: no placement.
+        self.placement: kube.NodePlacement | None = None
 
     def install(self, name: str, platform: kube.Platform, opts: pulumi.ResourceOptions) -> None:
         """Nothing: kind's default StorageClass and its one node need no add-ons."""
