@@ -272,6 +272,18 @@ class TeamServingConfig(_Model):
         return any(m.canary is not None and m.canary.mode == "progressive" for m in self.models)
 
     @model_validator(mode="after")
+    def _no_gpus(self) -> TeamServingConfig:
+        # A team's pods are not placed on node groups: on AWS the GPU group is tainted and a team
+        # model requesting GPUs would never be scheduled (docs/aws.md, "Where pods run").
+        for index, model in enumerate(self.models):
+            if model.gpus:
+                raise ValueError(
+                    f"models[{index}].gpus: team models cannot request GPUs yet (given {model.gpus} for "
+                    f"'{model.name}'); serve GPU models from the platform stack (serving.models), or set gpus 0"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique(self) -> TeamServingConfig:
         self.as_serving_config()
         return self

@@ -15,9 +15,10 @@ Created (``aws.eks.mode: create``):
   ``nvidia.com/gpu=present:NoSchedule``, each from a launch template that requires **IMDSv2 with
   a hop limit of 1** (pods cannot reach the node's credentials; they get their own through Pod
   Identity) and an **encrypted gp3 root volume**; the autoscaler owns their desired size;
-- the add-ons vpc-cni, coredns, kube-proxy, eks-pod-identity-agent and aws-ebs-csi-driver (the
-  latter with its own Pod Identity role, allowed to use the KMS key for encrypted volumes), each at
-  the default version EKS picks for the cluster's Kubernetes minor;
+- the add-ons vpc-cni (**enforcing NetworkPolicies**: ``enableNetworkPolicy``), coredns,
+  kube-proxy, eks-pod-identity-agent and aws-ebs-csi-driver (the latter with its own Pod Identity
+  role, allowed to use the KMS key for encrypted volumes), each at the default version EKS picks
+  for the cluster's Kubernetes minor;
 - the Cluster Autoscaler's IAM role (Pod Identity), allowed to resize only the Auto Scaling groups
   tagged as this cluster's (:mod:`mlplane.targets.aws.addons` runs the autoscaler).
 
@@ -37,6 +38,7 @@ import pulumi_aws as aws
 import yaml
 
 from mlplane.config.aws import AwsConfig, NodeGroupConfig, instance_architecture
+from mlplane.core import kube
 
 TYPE = "mlplane:aws:Eks"
 #: The control-plane log types EKS can send to CloudWatch (all of them).
@@ -51,8 +53,9 @@ NODE_ADDONS = ("coredns", "aws-ebs-csi-driver")
 EBS_CSI_ACCOUNT = ("kube-system", "ebs-csi-controller-sa")
 #: The Cluster Autoscaler's service account (mlplane.targets.aws.addons creates it).
 AUTOSCALER_ACCOUNT = ("kube-system", "cluster-autoscaler")
-#: Node label every managed node group sets: the group's role (system, serving, gpu).
-NODE_GROUP_LABEL = "mlplane.dev/node-group"
+#: Node label every managed node group sets: the group's role (system, serving, gpu); pods are
+#: pinned by it (mlplane.core.kube.NodePlacement).
+NODE_GROUP_LABEL = kube.NODE_GROUP
 #: The GPU group's taint; pods asking for GPUs tolerate it (the NVIDIA device plugin does).
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
 #: Amazon Linux 2023 AMIs for managed node groups (EKS AmiType values, the API reference's

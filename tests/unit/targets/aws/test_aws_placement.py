@@ -163,3 +163,11 @@ def test_gpus_are_bounded():
     with pytest.raises(ConfigError) as error:
         parse_platform({"serving": {"models": [{**GPU_MODEL, "gpus": -1}]}})
     assert "gpus" in str(error.value)
+
+
+def test_a_team_model_requesting_gpus_is_refused():
+    from mlplane.config.team import TeamServingConfig
+
+    with pytest.raises(ValueError) as error:
+        TeamServingConfig.model_validate({"models": [GPU_MODEL]})
+    assert "models[0].gpus" in str(error.value) and "team models cannot request GPUs" in str(error.value)
