@@ -52,9 +52,12 @@ class PriceTable:
     source: str
     currency: str
     hours_per_month: float
-    assumptions: Mapping[str, float]
+    assumptions: Mapping[str, Any]
     instances: Mapping[str, Mapping[str, float]]
     regions: Mapping[str, Mapping[str, Any]]
+    #: Whether every price was re-read from AWS's price pages on ``as_of`` (the table says so);
+    #: until then the plan flags the estimate as unverified.
+    verified: bool = False
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> PriceTable:
@@ -67,6 +70,7 @@ class PriceTable:
             assumptions=dict(document["assumptions"]),
             instances=dict(document.get("instances", {})),
             regions=dict(document["regions"]),
+            verified=document.get("verified") is True,
         )
 
 
@@ -146,7 +150,10 @@ class Estimate:
             "monthly": round(self.total, 2),
             "complete": not self.unpriced,
             "region": self.region,
-            "price_table": {"version": self.table.version, "as_of": self.table.as_of, "source": self.table.source},
+            "price_table": {
+                "version": self.table.version, "as_of": self.table.as_of, "source": self.table.source,
+                "verified": self.table.verified,
+            },
             "hours_per_month": self.table.hours_per_month,
             "lines": [line.as_json() for line in self.lines],
             "teams": [team.as_json() for team in self.teams],
@@ -158,7 +165,25 @@ class Estimate:
         text = f"{money(self.total)}/month"
         if self.unpriced:
             text = f"at least {text} ({len(self.unpriced)} item{'s' if len(self.unpriced) != 1 else ''} without a price)"
-        return f"{text}, on-demand, {self.region or 'unknown region'}, price table {self.table.version}"
+        text = f"{text}, on-demand, {self.region or 'unknown region'}, price table {self.table.version}"
+        if not self.table.verified:
+            text += f" ({UNVERIFIED})"
+        return text
+
+
+#: What the plan says of a price table whose prices were not re-read from AWS's price pages.
+UNVERIFIED = "prices UNVERIFIED: not re-read from AWS's price pages; check them before relying on the total"
+
+
+def log_group_kind(name: str) -> str:
+    """The kind of a CloudWatch log group, from its name: what its ingestion assumption is."""
+    if name.startswith("/aws/eks/"):
+        return "eks_control_plane"
+    if name.startswith("/aws/rds/"):
+        return "rds"
+    if name.endswith("/vpc-flow-logs"):
+        return "vpc_flow_logs"
+    return "other"
 
 
 def money(value: float) -> str:
@@ -342,8 +367,10 @@ def estimate(
         elif record.type == "aws:kms/key:Key":
             add(pricer.monthly("KMS key", label, 1, "key-month", "kms_key_month"))
         elif record.type == "aws:cloudwatch/logGroup:LogGroup":
-            gb = float(assumed["cloudwatch_logs_gb_per_group_month"])
-            add(pricer.monthly("CloudWatch Logs ingestion (assumed)", label, gb, "GB", "cloudwatch_logs_ingest_gb"))
+            kind = log_group_kind(str(inputs.get("name") or ""))
+            gb = float(assumed["cloudwatch_logs_gb_per_month"][kind])
+            what = f"CloudWatch Logs ingestion (assumed, {kind.replace('_', ' ')})"
+            add(pricer.monthly(what, label, gb, "GB", "cloudwatch_logs_ingest_gb"))
         elif record.type in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
             gb = float(assumed["s3_gb_per_bucket"])
             add(pricer.monthly("S3 Standard storage (assumed baseline)", label, gb, "GB-month", "s3_standard_gb_month"), record)
@@ -489,8 +516,9 @@ def _assumptions(table: PriceTable, serving_type: str | None) -> list[str]:
         "Node groups at their desired size (the autoscaler changes it with load; spot priced on-demand); "
         f"node root volumes from their launch template, else {a['node_root_volume_gib_default']:g} GiB.",
         f"NAT gateways process {a['nat_gb_processed_per_month']:g} GB a month each; load balancers use {a['nlb_lcu_per_hour']:g} LCU on average.",
-        f"Each S3 bucket holds {a['s3_gb_per_bucket']:g} GB of Standard storage; each CloudWatch log group ingests "
-        f"{a['cloudwatch_logs_gb_per_group_month']:g} GB a month.",
+        f"Each S3 bucket holds {a['s3_gb_per_bucket']:g} GB of Standard storage. CloudWatch log groups ingest a month: "
+        + ", ".join(f"{kind.replace('_', ' ')} {gb:g} GB" for kind, gb in a["cloudwatch_logs_gb_per_month"].items())
+        + " (the control plane's audit log grows with API calls: controllers, CI jobs; check its real volume in the first weeks).",
         f"RDS backups beyond the free allowance (the provisioned storage): {a['rds_billed_backup_gb']:g} GB; Multi-AZ doubles instance and storage.",
         "Kubernetes volumes (PVCs, StatefulSet claim templates) are gp3 at their requested size; volumes that Helm charts "
         "create are not in the render and not counted.",
@@ -528,6 +556,8 @@ def markdown(estimate: Estimate | None, cell: Any = str) -> list[str]:
     lines += ["", "<details><summary>Assumptions and prices</summary>", ""]
     lines += [f"- {text}" for text in estimate.assumptions]
     lines += [f"- Price table {table.version}, as of {table.as_of}: {table.source}", "", "</details>", ""]
+    if not table.verified:
+        lines[2:2] = [f"> **{UNVERIFIED}** (price table {table.version}, as of {table.as_of}; docs/cost.md).", ""]
     return lines
 
 

@@ -187,7 +187,7 @@ def test_multi_az_database_doubles_instance_and_storage(estimate):
 def test_kms_logs_buckets_volumes_and_load_balancers(estimate):
     assert line(estimate, "KMS key").monthly == pytest.approx(EU["kms_key_month"])
     assert line(estimate, "CloudWatch Logs").monthly == pytest.approx(
-        TABLE.assumptions["cloudwatch_logs_gb_per_group_month"] * EU["cloudwatch_logs_ingest_gb"])
+        TABLE.assumptions["cloudwatch_logs_gb_per_month"]["other"] * EU["cloudwatch_logs_ingest_gb"])
     assert len([l for l in estimate.lines if l.item.startswith("S3 Standard")]) == 2
     assert line(estimate, "EBS gp3 volume (PVC)").monthly == pytest.approx(10 * EU["ebs_gp3_gb_month"])
     claims = line(estimate, "EBS gp3 volumes (StatefulSet, 2 replicas)")
@@ -294,6 +294,57 @@ def test_a_stack_without_aws_resources_has_no_cloud_cost():
     assert cost.markdown(None) == []
 
 
+def test_log_groups_are_priced_by_kind_the_audit_heavy_control_plane_highest():
+    """One flat 5 GB a month per group was low for the control plane's audit log (review of issue
+    11, nit): each kind has its own assumption, named on its line and in the assumptions."""
+
+    def program() -> None:
+        import pulumi
+        import pulumi_aws as aws
+
+        opts = pulumi.ResourceOptions(provider=aws.Provider("aws", region="eu-west-1"))
+        for name, log_group in (("eks", "/aws/eks/mlplane/cluster"), ("flow", "/mlplane/mlplane/vpc-flow-logs"),
+                                ("rds", "/aws/rds/instance/mlplane-mlflow/postgresql")):
+            aws.cloudwatch.LogGroup(f"mlplane-{name}-logs", name=log_group, retention_in_days=90, opts=opts)
+
+    estimate = cost.estimate(capture(program))
+    assumed = TABLE.assumptions["cloudwatch_logs_gb_per_month"]
+    for kind, resource in (("eks control plane", "eks"), ("vpc flow logs", "flow"), ("rds", "rds")):
+        found = line(estimate, f"CloudWatch Logs ingestion (assumed, {kind})")
+        assert found.monthly == pytest.approx(assumed[kind.replace(" ", "_")] * EU["cloudwatch_logs_ingest_gb"])
+        assert resource in found.resource
+    assert assumed["eks_control_plane"] == max(assumed.values())
+    assert any("eks control plane 30 GB" in text for text in estimate.assumptions)
+
+
+def test_log_group_kinds_from_their_names():
+    assert cost.log_group_kind("/aws/eks/mlplane/cluster") == "eks_control_plane"
+    assert cost.log_group_kind("/aws/rds/instance/mlplane-mlflow/upgrade") == "rds"
+    assert cost.log_group_kind("/mlplane/prod/vpc-flow-logs") == "vpc_flow_logs"
+    assert cost.log_group_kind("/custom/app") == "other"
+
+
+def test_prices_not_re_read_from_aws_are_flagged_unverified_in_the_plan(rendered, estimate):
+    """The table's prices were recalled, not re-read (its source says so): until a release re-reads
+    them and sets "verified": true, the headline, the cost section and the JSON say so."""
+    assert TABLE.verified is False and "unverified" in TABLE.as_of
+    assert "prices UNVERIFIED" in estimate.headline()
+    text = a_plan(rendered, estimate).markdown()
+    assert f"> **{cost.UNVERIFIED}**" in text
+    assert text.index(cost.UNVERIFIED) < text.index("| item | resource |")
+    assert a_plan(rendered, estimate).as_json()["cost"]["price_table"]["verified"] is False
+
+
+def test_a_verified_table_is_not_flagged(rendered):
+    import dataclasses
+
+    verified = dataclasses.replace(TABLE, verified=True)
+    estimate = cost.estimate(rendered, table=verified)
+    assert estimate is not None
+    assert "UNVERIFIED" not in estimate.headline()
+    assert cost.UNVERIFIED not in "\n".join(cost.markdown(estimate))
+
+
 # --------------------------------------------------------------------------------------------
 # The plan report
 # --------------------------------------------------------------------------------------------
@@ -309,7 +360,7 @@ def test_plan_report_shows_the_cost_next_to_the_diff(rendered, estimate):
     text = report.markdown()
     assert "### Cost (estimated, monthly)" in text
     assert f"| cost (estimated) | {estimate.headline()} |" in text
-    assert "| `fraud` |" in text and "Price table 2025.06-1, as of 2025-06" in text
+    assert "| `fraud` |" in text and f"Price table {TABLE.version}, as of {TABLE.as_of}" in text
     assert text.index("### Cost") < text.index("### Resources by component")
     document = report.as_json()
     assert document["cost"]["monthly"] == round(estimate.total, 2)
