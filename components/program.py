@@ -8,6 +8,7 @@ line or the tooling (docs/architecture.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -78,11 +79,11 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
             project: Path | None = project_dir()
         except InputError:  # not in a project directory: no team stack files to admit
             project = None
+        offboarding = offboarding_teams()
         try:
-            configs = admitted_team_configs(config, pulumi.get_stack(), project) if project else []
+            configs = admitted_team_configs(config, pulumi.get_stack(), project, offboarding) if project else []
         except InputError as error:
             raise pulumi.RunError("invalid mlplane team config:\n  " + "\n  ".join(error.problems)) from None
-        offboarding = offboarding_teams()
         teams = [grant_of(team, config, offboarding.get(team.name)) for team in configs]
         scraped = scraped_team_namespaces(configs, config)
     platform = Platform(
@@ -97,6 +98,9 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     # What each admitted team's grants generated (its S3 keys, its MLflow password): the team
     # stack writes them into Secrets of its own namespaces (mlplane.services.team_grants).
     pulumi.export("teamCredentials", pulumi.Output.secret(platform.team_credentials))
+    # What each admitted team was granted from its file (services, bucket): a team stack checks
+    # its file against it, `mlplane team create` updates the platform when they differ.
+    pulumi.export("teamGrants", {grant.name: grant.config.grant_summary() for grant in teams if grant.config is not None})
     if platform.team_buckets:
         # The physical names of the teams' buckets when the store names them (S3 on AWS: a suffix
         # makes them globally unique); the team stack's MLPLANE_BUCKET.
@@ -148,12 +152,17 @@ def admitted_teams(platform: PlatformConfig, platform_stack: str, project: Path)
     return [grant_of(team, platform) for team in admitted_team_configs(platform, platform_stack, project)]
 
 
-def admitted_team_configs(platform: PlatformConfig, platform_stack: str, project: Path) -> list[TeamConfig]:
+def admitted_team_configs(
+    platform: PlatformConfig, platform_stack: str, project: Path, offboarding: Mapping[str, str] | None = None
+) -> list[TeamConfig]:
     """The configs of the teams :func:`admitted_teams` admits.
 
-    A team file that names this platform stack (or names none readable) but is not valid on it
-    stops the platform's update (InputError naming each problem) instead of being left out: left
-    out, an admitted team's namespaces, with everything in them, would be deleted by the update."""
+    A team file that names this platform stack (or names none readable) but is not valid on it, or
+    whose names collide with another admitted team's, stops the platform's update (InputError
+    naming each problem) instead of being left out or granted: left out, an admitted team's
+    namespaces would be deleted by the update; granted, a colliding team would get the other's
+    bucket. A team being offboarded (``offboarding``) only has to parse: its grants are revoked."""
+    offboarding = offboarding or {}
     configs, problems = [], []
     for stack, path in team_stacks(project).items():
         try:
@@ -169,11 +178,17 @@ def admitted_team_configs(platform: PlatformConfig, platform_stack: str, project
         except InputError as error:
             problems += [f"{path.name}: {problem}" for problem in error.problems]
             continue
-        found = check_platform(team, platform, TEAM_CONFIG_KEY)
+        found = [] if team.name in offboarding else check_platform(team, platform, TEAM_CONFIG_KEY)
         if found:
             problems += [f"{path.name}: {problem}" for problem in found]
             continue
         configs.append(team)
+    admitted = {team.stack: team for team in configs}
+    for team in configs:
+        problems += [
+            f"Pulumi.{team.stack}.yaml: {problem}"
+            for problem in check_collisions(team, admitted, TEAM_CONFIG_KEY, platform.name)
+        ]
     if problems:
         raise InputError(
             *problems,
@@ -193,11 +208,22 @@ def grant_of(team: TeamConfig, platform: PlatformConfig, offboarding: str | None
     )
 
 
+#: Set by `mlplane team destroy` for its revoke update only: without it, ``mlplane:offboardTeams``
+#: in a stack's own config (a `pulumi config set`) is refused rather than revoking a team.
+OFFBOARDING_ENV = "MLPLANE_OFFBOARDING_RUN"
+
+
 def offboarding_teams() -> dict[str, str]:
     """``mlplane:offboardTeams`` of the running platform stack (team -> mode), checked."""
     raw = pulumi.Config(NAMESPACE).get_object(OFFBOARDING_SHORT_KEY)
     if raw is None:
         return {}
+    if os.environ.get(OFFBOARDING_ENV) != "1":
+        raise pulumi.RunError(
+            f"invalid mlplane config:\n  {OFFBOARDING_KEY}: set outside `mlplane team destroy`; it revokes teams and "
+            f"deletes their data, so only that command sets it (in a copy of the config): remove it with "
+            f"`pulumi config rm {OFFBOARDING_KEY}`"
+        )
     if not isinstance(raw, Mapping) or not all(
         isinstance(team, str) and mode in OFFBOARDING_MODES for team, mode in raw.items()
     ):

@@ -31,7 +31,7 @@ from mlplane.cli.support import fail, out, plain_credentials
 from mlplane.config import ConfigError
 from mlplane.config.keys import OFFBOARDING_KEY, TEAM_CONFIG_KEY  # noqa: F401 (OFFBOARDING_KEY: tests)
 from mlplane.tooling.offline import offline_team_run, platform_stand_in  # noqa: F401 (callers and tests use them from here)
-from mlplane.config.stack_files import InputError, project_dir, stack_file
+from mlplane.config.stack_files import InputError, project_dir, read_stack_config, stack_file
 from mlplane.config.team import SERVING_SUFFIX, TEAM_NAME_MAX, TeamConfig, parse_team
 from mlplane.tooling.team_deployments import (  # noqa: F401 (callers and tests use them from here)
     DeployError,
@@ -236,11 +236,15 @@ def create_cmd(
     _exit_on_deploy_error(run)
 
 
-def _existing(name: str) -> tuple[TeamConfig, Path, Path]:
+def _existing(name: str, *, parse_only: bool = False) -> tuple[TeamConfig, Path, Path]:
+    """The team of ``name``'s stack file, validated on its platform (``parse_only``: the file's
+    own schema only, so that a team whose file no longer fits its platform can still leave)."""
     project = project_dir()
     path = stack_file(stack_name(name), project)
     if not path.exists():
         raise InputError(f"team '{name}': no stacks/{path.name}; create it with `mlplane team create {name} --platform-stack STACK`")
+    if parse_only:
+        return parse_team_stack(stack_name(name), read_stack_config(stack_name(name))), project, path
     checked, _ = checked_stack(stack_name(name))
     return checked.team, project, path
 
@@ -266,7 +270,7 @@ def destroy_cmd(
 ) -> None:
     """Offboard a team: revoke its credentials, delete its data (unless --keep-data), destroy its
     stack, and remove the stack and its config file."""
-    team, project, path = _existing(name)
+    team, project, path = _existing(name, parse_only=True)
 
     def run() -> None:
         require_pulumi("destroy")

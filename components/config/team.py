@@ -574,6 +574,14 @@ class TeamConfig(_Model):
     def uses(self, service: str) -> bool:
         return service in self.services
 
+    def grant_summary(self) -> dict[str, Any]:
+        """What the platform stack grants from this config (its output ``teamGrants``): a team
+        stack whose file asks for something else must wait for the platform's next update."""
+        return {
+            "services": sorted(self.services),
+            "bucket": self.bucket if self.uses("object_storage") else None,
+        }
+
     def namespaces(self, platform_name: str) -> tuple[str, str]:
         """The work and serving namespaces on a platform."""
         work = f"{platform_name}-team-{self.name}"

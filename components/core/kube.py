@@ -325,8 +325,10 @@ def namespace(
     reason: str | None = None,
     gateway_access: bool = False,
     extra_labels: Mapping[str, str] | None = None,
+    retain_on_delete: bool = False,
 ) -> k8s.core.v1.Namespace:
-    """A namespace labelled for Pod Security admission (restricted unless a reason is given)."""
+    """A namespace labelled for Pod Security admission (restricted unless a reason is given);
+    ``retain_on_delete``: dropped from the program, it leaves the state and stays in the cluster."""
     if enforce != "restricted" and not reason:
         raise ValueError(f"namespace {name}: Pod Security '{enforce}' needs a documented reason")
     labels = {
@@ -345,7 +347,7 @@ def namespace(
     return k8s.core.v1.Namespace(
         resource_name,
         metadata={"name": name, "labels": labels, "annotations": annotations},
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, **({"retain_on_delete": True} if retain_on_delete else {})),
     )
 
 

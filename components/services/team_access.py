@@ -184,10 +184,15 @@ class TeamAccess(pulumi.ComponentResource):
             registry_mirror=plat.registry_mirror, images=plat.images,
         )
         extra = {TEAM_LABEL: grant.name}
+        # Outside throwaway stacks a team's namespaces (its volumes, its Secrets) are retained on
+        # delete unless the team is being offboarded: a team file removed or renamed by mistake
+        # drops them from the state and leaves them, data included, in the cluster. The revoke
+        # update of `mlplane team destroy` records them as not retained, so its last update deletes them.
+        retain = plat.protect_stateful and grant.offboarding is None
         self.namespaces: dict[str, k8s.core.v1.Namespace] = {
             role: kube.namespace(
                 team_context, f"{name}-{role}-namespace", namespace, parent=self, component="team",
-                gateway_access=role == "serving", extra_labels=extra,
+                gateway_access=role == "serving", extra_labels=extra, retain_on_delete=retain,
             )
             for role, namespace in (("work", grant.work_namespace), ("serving", grant.serving_namespace))
         }

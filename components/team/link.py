@@ -46,13 +46,20 @@ class PlatformOutputs:
     #: Read through :meth:`credential` only, so a team that uses none of them needs no entry.
     team_credentials: pulumi.Output[Any]
     team: TeamConfig
+    #: The platform's output ``teamGrants``: what it granted each team from its file.
+    team_grants: pulumi.Output[Any] | None = None
 
     def credential(self, key: str) -> pulumi.Output[str]:
-        """The team's ``key`` from the platform's grants, a secret; a clear error when missing."""
+        """The team's ``key`` from the platform's grants, a secret; a clear error when missing, or
+        when the platform granted from another version of the team's file."""
         team = self.team
-        return pulumi.Output.secret(
-            self.team_credentials.apply(lambda entries: _credential(_team_entry(entries, team, "teamCredentials"), key))
-        )
+
+        def found(values: list[Any]) -> str:
+            _granted_as_configured(values[1], team)
+            return _credential(_team_entry(values[0], team, "teamCredentials"), key)
+
+        grants = self.team_grants if self.team_grants is not None else pulumi.Output.from_input(None)
+        return pulumi.Output.secret(pulumi.Output.all(self.team_credentials, grants).apply(found))
 
     @classmethod
     def read(cls, reference: pulumi.StackReference, platform: PlatformConfig, team: TeamConfig) -> PlatformOutputs:
@@ -79,6 +86,7 @@ class PlatformOutputs:
                 pulumi.Output.all(summary, reference.get_output("teamCredentials")).apply(lambda v: v[1])
             ),
             team=team,
+            team_grants=reference.get_output("teamGrants"),
         )
 
 
@@ -98,6 +106,19 @@ def _team_entry(entries: Any, team: TeamConfig, output: str) -> Any:
             f"`pulumi up --stack {local}` (`mlplane team create` does), then deploy the team again"
         )
     return found
+
+
+def _granted_as_configured(grants: Any, team: TeamConfig) -> None:
+    """A clear error when the platform granted ``team`` from another version of its file."""
+    granted = grants.get(team.name) if isinstance(grants, Mapping) else None
+    wanted = team.grant_summary()
+    if granted != wanted:
+        local = team.platform_stack.rsplit("/", 1)[-1]
+        raise ValueError(
+            f"platform stack '{local}' granted team '{team.name}' {granted} but its file asks for {wanted} "
+            f"(services, bucket): the platform makes a team's grants, so run `pulumi up --stack {local}` first "
+            f"(`mlplane team create {team.name}` does), then deploy the team again"
+        )
 
 
 def _credential(credentials: Mapping[str, str], key: str) -> str:

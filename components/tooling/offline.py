@@ -90,6 +90,8 @@ def admitting(outputs: render_mod.StackOutputs, checked: CheckedTeam) -> render_
     )
     values["teamCredentials"] = credentials
     secret_names.add("teamCredentials")
+    current = values.get("teamGrants")
+    values["teamGrants"] = {team.name: team.grant_summary(), **(current if isinstance(current, dict) else {})}
     if checked.platform.cluster.mode != "render":
         current = values.get("teamKubeconfigs")
         kubeconfigs = dict(current) if isinstance(current, dict) else {}

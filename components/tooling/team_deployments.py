@@ -20,6 +20,9 @@ import yaml
 
 from mlplane.tooling import render as render_mod
 from mlplane.config.keys import OFFBOARDING_KEY
+
+#: mlplane.program.OFFBOARDING_ENV (the program is not imported here: it loads the Pulumi SDK).
+OFFBOARDING_ENV = "MLPLANE_OFFBOARDING_RUN"
 from mlplane.config.stack_files import InputError, read_stack_config
 from mlplane.config.team import TeamConfig
 from mlplane.config.team_stacks import parse_team_stack, team_stacks
@@ -155,6 +158,9 @@ def update_platform(
     on_output(f"updating platform stack '{team.platform_stack}' ({why})")
     stack = _platform_stack(team, project)
     extra = {} if config_file is None else {"config_file": str(config_file)}
+    if config_file is not None:
+        # The program honours mlplane:offboardTeams only in this run (mlplane.program.offboarding_teams).
+        stack.workspace.env_vars[OFFBOARDING_ENV] = "1"
     _run(
         f"pulumi up of platform stack '{team.platform_stack}'",
         lambda: stack.up(on_output=on_output, color="never", **extra),
@@ -162,12 +168,18 @@ def update_platform(
 
 
 def admit(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) -> None:
-    """Make sure the platform stack has admitted the team (its namespaces and identity exist)."""
+    """Make sure the platform stack has admitted the team (its namespaces and identity exist) with
+    the grants its file asks for now (services, bucket: the platform's output ``teamGrants``)."""
+    why = f"it creates team '{team.name}''s namespaces and provisioning identity"
     if "/" not in team.platform_stack:
-        admitted = _platform_stack(team, project).outputs().get("admittedTeams")
+        outputs = _platform_stack(team, project).outputs()
+        admitted = outputs.get("admittedTeams")
         if admitted is not None and team.name in (admitted.value or []):
-            return
-    update_platform(team, project, on_output, f"it creates team '{team.name}''s namespaces and provisioning identity")
+            grants = outputs.get("teamGrants")
+            if grants is not None and (grants.value or {}).get(team.name) == team.grant_summary():
+                return
+            why = f"team '{team.name}''s file asks for other grants than the platform made (services, bucket)"
+    update_platform(team, project, on_output, why)
 
 
 def deploy(team: TeamConfig, project: Path, on_output: Callable[[str], Any]) -> dict[str, Any]:
@@ -205,9 +217,10 @@ def destroy(team: TeamConfig, project: Path, config_path: Path, keep_data: bool,
 
     Every step may be re-run: until its file is removed, the team stays admitted, so a run stopped
     half-way is finished by running the command again."""
-    stack = _stack(team, project, create=False)
     summary = deployed_stacks(project).get(team.stack)
-    if summary is not None and summary.resource_count:
+    # No stack: a team admitted but never deployed, or a run stopped after `stack rm`.
+    stack = _stack(team, project, create=False) if summary is not None else None
+    if stack is not None and summary.resource_count:
         _run("pulumi destroy", lambda: stack.destroy(on_output=on_output, color="never"))
     mode = "keep-data" if keep_data else "delete-data"
     if "/" not in team.platform_stack:
@@ -221,7 +234,8 @@ def destroy(team: TeamConfig, project: Path, config_path: Path, keep_data: bool,
             f"warning: platform stack '{team.platform_stack}' is not a stack of this project's backend: "
             f"team '{team.name}''s S3 identity and MLflow account stay until its platform is updated"
         )
-    _run("pulumi stack rm", lambda: stack.workspace.remove_stack(team.stack))
+    if stack is not None:
+        _run("pulumi stack rm", lambda: stack.workspace.remove_stack(team.stack))
     config_path.unlink(missing_ok=True)
     # The team's namespaces and identity are the platform stack's: without the file it drops them.
     # The team itself is gone by now (its file too), so a failure here is reported, not fatal:

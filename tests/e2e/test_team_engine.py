@@ -48,6 +48,8 @@ def program():
     pulumi.export("mlflowAdminPassword", pulumi.Output.secret("stand-in"))
     # The platform has admitted team ops (mlplane.services.team_access), so `team create` deploys it directly.
     pulumi.export("admittedTeams", ["ops"])
+    # What it granted ops from its file (mlplane.program: teamGrants): nothing to update.
+    pulumi.export("teamGrants", {"ops": {"services": ["registry"], "bucket": None}})
 
 stack = auto.create_or_select_stack("local", project_name="mlplane", program=program,
                                     opts=auto.LocalWorkspaceOptions(work_dir=sys.argv[1]))

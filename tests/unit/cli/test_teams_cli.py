@@ -178,3 +178,16 @@ def test_a_broken_team_file_stops_the_platforms_render_instead_of_dropping_the_t
     assert "Pulumi.team-broken.yaml: mlplane:team.quota.work.pods" in result.stderr
     assert "elsewhere" not in result.stderr and "Traceback" not in result.stderr
     assert not (project / "out").exists()
+
+
+def test_destroy_accepts_a_team_file_that_no_longer_fits_its_platform(project):
+    """The file parses but the platform changed under it: offboarding must still be possible (it
+    stops only for want of a Pulumi CLI here, after the file was accepted)."""
+    team_file(project, "fraud").write_text(
+        "config:\n  mlplane:team: {name: fraud, platform_stack: local, services: [tracking]}\n"
+    )
+    (project / "stacks" / "Pulumi.local.yaml").write_text("config:\n  mlplane:platform: {tracking: {workspaces: false}}\n")
+    assert mlplane(project, "validate", "--stack", "team-fraud").returncode == 2
+    result = mlplane(project, "team", "destroy", "fraud", "--yes")
+    assert "pulumi" in result.stderr.lower() and "mlplane:team" not in result.stderr, result.stderr
+    assert team_file(project, "fraud").exists()

@@ -109,8 +109,10 @@ def test_platform_manifests_with_teams_pass_strict_schema_validation(two):
 
 
 @pytest.mark.parametrize("value", ['"keep-data"', '{"fraud": "shred"}', '["fraud"]'])
-def test_a_malformed_offboarding_key_stops_the_platform_program_before_any_resource(value):
+def test_a_malformed_offboarding_key_stops_the_platform_program_before_any_resource(value, monkeypatch):
     import json
+
+    monkeypatch.setenv("MLPLANE_OFFBOARDING_RUN", "1")
 
     import pulumi
 
@@ -122,3 +124,93 @@ def test_a_malformed_offboarding_key_stops_the_platform_program_before_any_resou
         capture(program.main, stack="local", config=config)
     assert "mlplane:offboardTeams: must map team names to one of delete-data, keep-data" in str(caught.value)
     assert caught.value.recorded == []  # type: ignore[attr-defined]
+
+
+def test_the_offboarding_key_outside_team_destroy_is_refused(monkeypatch):
+    """Set with `pulumi config set`, it would revoke a deployed team and delete its data."""
+    import json
+
+    import pulumi
+
+    from mlplane import program
+    from mlplane.tooling.render import capture
+
+    monkeypatch.delenv("MLPLANE_OFFBOARDING_RUN", raising=False)
+    config = {"mlplane:platform": json.dumps(PLATFORM), "mlplane:offboardTeams": '{"fraud": "delete-data"}'}
+    with pytest.raises(pulumi.RunError) as caught:
+        capture(program.main, stack="local", config=config)
+    assert "mlplane:offboardTeams: set outside `mlplane team destroy`" in str(caught.value)
+    assert caught.value.recorded == []  # type: ignore[attr-defined]
+
+
+def test_teams_whose_names_collide_stop_the_platform_instead_of_sharing_a_bucket(tmp_path, monkeypatch):
+    import yaml
+
+    from mlplane.config.stack_files import InputError
+    from mlplane.program import admitted_team_configs
+
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    (tmp_path / "Pulumi.yaml").write_text("name: mlplane\nruntime: python\nmain: stacks/\nstackConfigDir: stacks\n")
+    for name, extra in (("alpha", {}), ("beta", {"object_storage": {"bucket": "team-alpha"}})):
+        body = {"name": name, "platform_stack": "local", **extra}
+        (stacks / f"Pulumi.team-{name}.yaml").write_text(yaml.safe_dump({"config": {"mlplane:team": body}}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as caught:
+        admitted_team_configs(parse_platform(PLATFORM), "local", tmp_path)
+    assert "Pulumi.team-beta.yaml: mlplane:team.object_storage.bucket: bucket 'team-alpha' belongs to team 'alpha'" in "\n".join(caught.value.problems)
+
+
+def test_a_team_being_offboarded_only_has_to_parse(tmp_path, monkeypatch):
+    """Its revoke must run even when its file no longer fits the platform (else it could never leave)."""
+    import yaml
+
+    from mlplane.config.stack_files import InputError
+    from mlplane.program import admitted_team_configs
+
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    (tmp_path / "Pulumi.yaml").write_text("name: mlplane\nruntime: python\nmain: stacks/\nstackConfigDir: stacks\n")
+    # Tracking without workspaces on the platform: not valid for a team that uses tracking.
+    platform = parse_platform({**PLATFORM, "tracking": {"workspaces": False}})
+    body = {"name": "alpha", "platform_stack": "local", "services": ["tracking"]}
+    (stacks / "Pulumi.team-alpha.yaml").write_text(yaml.safe_dump({"config": {"mlplane:team": body}}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError):
+        admitted_team_configs(platform, "local", tmp_path)
+    assert [t.name for t in admitted_team_configs(platform, "local", tmp_path, {"alpha": "keep-data"})] == ["alpha"]
+
+
+@pytest.mark.parametrize(("throwaway", "offboarding", "retained"), [
+    (False, None, True), (False, {"fraud": "keep-data"}, False), (True, None, False),
+])
+def test_a_teams_namespaces_are_retained_unless_it_is_offboarded_or_the_stack_is_throwaway(throwaway, offboarding, retained):
+    """A team file removed or renamed by mistake must not take the team's volumes with it: outside
+    throwaway stacks its namespaces leave the state and stay; the revoke update of `mlplane team
+    destroy` records them as not retained, so its last update deletes them."""
+    raw = {**PLATFORM, "lifecycle": {"throwaway": throwaway}}
+    result = platform_with("fraud", offboarding=offboarding, raw_platform=raw)
+    for role in ("work", "serving"):
+        assert bool(result.named(f"mlplane-teams-fraud-{role}-namespace").retain_on_delete) is retained
+
+
+def test_a_team_whose_file_asks_for_other_grants_than_the_platform_made_fails_clearly():
+    """A renamed bucket (or a service added) takes effect only after the platform's update: until
+    then the team's deploy stops naming what to run, instead of writing a bucket its identity
+    cannot reach."""
+    from mlplane.cli import teams
+    from mlplane.tooling.render import StackOutputs
+
+    from test_team import checked, platform_outputs
+
+    outputs = platform_outputs()
+    granted = {"fraud": {"services": ["monitoring", "object_storage", "registry", "tracking"], "bucket": "team-fraud"}}
+    stale = StackOutputs({**outputs.outputs, "teamGrants": granted}, outputs.secret_names)
+    raw = team_raw("fraud", object_storage={"bucket": "fraud-data"})
+    with pytest.raises(Exception, match=r"granted team 'fraud' .*'bucket': 'team-fraud'.* but its file asks for .*'bucket': 'fraud-data'.*pulumi up --stack local"):
+        teams.offline_team_run(checked(raw), "team-fraud", stale)
+
+
+def test_the_platform_publishes_what_it_granted_each_team(two):
+    assert two.outputs["teamGrants"]["fraud"] == parse_team(team_raw("fraud")).grant_summary()
+    assert two.outputs["teamGrants"]["risk"]["bucket"] == "team-risk"

@@ -73,3 +73,16 @@ def test_a_failed_revoke_forgets_nothing_so_the_command_can_be_run_again(project
         deployments.destroy(parse_team({"name": "fraud", "platform_stack": "local"}), path, team_file, False, print)
     assert recorder.steps == [("destroy",), ("platform up", {"fraud": "delete-data"})]
     assert team_file.exists()
+
+
+def test_a_team_without_a_stack_is_still_revoked_and_forgotten(project, monkeypatch):
+    """Admitted but never deployed, or a run stopped after `stack rm`: no stack to destroy or
+    remove, but the revoke and the un-admit still run and the file goes."""
+    path, team_file = project
+    recorder = Recorder()
+    monkeypatch.setattr(deployments, "deployed_stacks", lambda project: {})
+    monkeypatch.setattr(deployments, "_stack", lambda *a, **k: pytest.fail("no stack to select"))
+    monkeypatch.setattr(deployments, "update_platform", recorder.update_platform)
+    deployments.destroy(parse_team({"name": "fraud", "platform_stack": "local"}), path, team_file, True, print)
+    assert recorder.steps == [("platform up", {"fraud": "keep-data"}), ("platform up", None)]
+    assert not team_file.exists()
