@@ -353,7 +353,7 @@ def start_team(state: Servers, token_secret: str) -> dict[str, Any]:
     result = render_team(team_raw(TEAM), CONFIG)
     # Its grants are the platform stack's (mlplane.services.team_grants): rendered admitting it.
     found = platform_with(TEAM, raw_platform=CONFIG).manifests()
-    secrets = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["stringData"] for m in found if m["kind"] == "Secret"}
+    secrets = {(m["metadata"]["namespace"], m["metadata"]["name"]): m.get("stringData") or {} for m in found if m["kind"] == "Secret"}
 
     def job_env(job: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         container = job["spec"]["template"]["spec"]["containers"][0]
