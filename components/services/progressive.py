@@ -40,8 +40,12 @@ from mlplane.config import ModelConfig, ProgressiveDeliveryConfig
 API_VERSION = "flagger.app/v1beta1"
 PROVIDER = "gatewayapi:v1"
 FLAGGER_VERSION = "v1.36.1"
+#: The platform Prometheus' job scraping the Gateway's Envoy proxies (services/routing.py,
+#: ``Routing.scrape_targets``): every query of Envoy's stats is pinned to it, so a series of
+#: the same name from any other job (a team's pod) never counts.
+GATEWAY_JOB = "envoy"
 #: The Envoy Gateway stats of the route Flagger creates (one rule; primary and canary share it).
-ROUTE_CLUSTER = 'envoy_cluster_name="httproute/{{ namespace }}/{{ target }}/rule/0"'
+ROUTE_CLUSTER = f'job="{GATEWAY_JOB}",envoy_cluster_name="httproute/{{{{ namespace }}}}/{{{{ target }}}}/rule/0"'
 
 
 def error_rate_query() -> str:
@@ -100,6 +104,11 @@ def canary_spec(
         "autoscalerRef": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": model.name},
         # The new version downloads and loads its model before it is ready.
         "progressDeadlineSeconds": model.startup_timeout_seconds + 120,
+        # Deleting the Canary (the model leaves mode 'progressive', or is removed) hands the target
+        # back as it was: Flagger's finalizer resumes its HPA and scales it to the primary's
+        # replicas (pkg/controller/finalizer.go, DeploymentController.Finalize), instead of
+        # leaving it at the 0 replicas it runs with between rollouts, which no HPA scales from.
+        "revertOnDeletion": True,
         "service": service,
         "analysis": {
             "interval": canary.interval,
@@ -393,11 +402,16 @@ def model_objects(
         )
         for template_name, spec in metric_templates(model.name, prometheus_url).items()
     ]
+    # The platform's controller, its Role and its NetworkPolicies outlive the Canary: a deletion
+    # (destroy, or the model leaving 'progressive') waits for Flagger's finalizer (revertOnDeletion),
+    # which only a running controller removes. A team's controller is the platform stack's: the
+    # team stack is always destroyed first (mlplane team destroy).
+    controller = [flagger] if isinstance(flagger, Flagger) else []
     return k8s.apiextensions.CustomResource(
         f"{resource_prefix}-canary",
         api_version=API_VERSION,
         kind="Canary",
         metadata={"name": model.name, "namespace": namespace, "labels": dict(labels)},
         spec=canary_spec(model, gateway, port, labels),
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[*flagger.crds, *templates, *depends_on]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[*flagger.crds, *controller, *templates, *depends_on]),
     )

@@ -14,6 +14,7 @@ import yaml
 
 from mlplane.config import AlertsConfig, PrometheusConfig, duration_seconds, memory_bytes
 from mlplane.core import kube
+from mlplane.services.progressive import GATEWAY_JOB
 from mlplane.services.serving import ServedModel
 
 
@@ -115,7 +116,8 @@ def model_rules(model: ServedModel, window: str) -> list[dict[str, Any]]:
 
     Envoy's latency histogram counts milliseconds; the recorded quantile is in seconds.
     """
-    cluster = f'envoy_cluster_name="{model.envoy_cluster}"'
+    # Only the Gateway's own job counts: a series of that name from any other job never does.
+    cluster = f'job="{GATEWAY_JOB}",envoy_cluster_name="{model.envoy_cluster}"'
     requests = f"sum(rate(envoy_cluster_upstream_rq_total{{{cluster}}}[{window}]))"
     # Envoy creates the 5xx counter on the first 5xx: until then the error rate is 0, not absent.
     errors = (
@@ -195,13 +197,26 @@ TEAM_JOB = "team-pods"
 TEAM_MODEL_INFO = "mlplane_team_model_info"
 #: Labels of a team model's info series, as published; ``namespace`` is the scraped pod's.
 TEAM_INFO_LABELS = ("namespace", "model", "registered_model", "version", "route", "canary_version", "canary_weight")
+#: Series names a team pod may not publish, dropped at scrape time (``metric_relabel_configs``):
+#: what only the platform's own jobs publish and its rules, Flagger's checks and its dashboards
+#: read, so a team cannot forge another team's or the platform's model metrics: Envoy's stats
+#: (job 'envoy'), Flagger's (jobs 'flagger', 'flagger-teams'), MLflow's (job 'mlflow'), any
+#: name with a colon (recording rules' names by Prometheus' naming convention, 'mlplane:*'
+#: included), and the series Prometheus makes itself (``up``, ``scrape_*``, ``ALERTS``).
+#: Everything else a team publishes is kept under job 'team-pods' with the pod's namespace:
+#: its exporter's ``mlplane_team_model_info`` and drift results, and its own application metrics.
+TEAM_RESERVED_METRICS = ("envoy_.*", "flagger_.*", "mlflow_.*", ".*:.*", "up", "scrape_.*", "ALERTS", "ALERTS_FOR_STATE")
 
 
 def team_scrape_job(namespaces: Sequence[str]) -> dict[str, Any]:
-    """The scrape config of team pods: every pod labelled for scraping in those namespaces."""
+    """The scrape config of team pods: every pod labelled for scraping in those namespaces,
+    without the series names reserved to the platform (:data:`TEAM_RESERVED_METRICS`)."""
     target = kube.ScrapeTarget(job=TEAM_JOB, namespace="", selector={kube.SCRAPE: "metrics"}, port="metrics")
     job = scrape_job(target, "")
     job["kubernetes_sd_configs"][0]["namespaces"] = {"names": sorted(namespaces)}
+    job["metric_relabel_configs"] = [
+        {"action": "drop", "source_labels": ["__name__"], "regex": "|".join(TEAM_RESERVED_METRICS)},
+    ]
     return job
 
 
@@ -216,14 +231,16 @@ def team_model_rules(window: str) -> list[dict[str, Any]]:
     """
     keep = ", ".join(TEAM_INFO_LABELS)
     info = (
-        f'max without (route_path) (label_replace(label_join(max by ({keep}) ({TEAM_MODEL_INFO}), '
+        f'max without (route_path) (label_replace(label_join(max by ({keep}) ({TEAM_MODEL_INFO}{{job="{TEAM_JOB}"}}), '
         f'"route_path", "/", "namespace", "route"), "envoy_cluster_name", "httproute/$1/rule/0", "route_path", "(.+)"))'
     )
     join = "max by (envoy_cluster_name, namespace, model) (mlplane:team_model_info)"
 
     def per_model(metric: str, matcher: str = "", by: str = "namespace, model") -> str:
+        # Only the Gateway's own job counts (team pods cannot publish envoy_* either: team_scrape_job).
+        selector = ",".join([f'job="{GATEWAY_JOB}"', *([matcher] if matcher else [])])
         return (
-            f"sum by ({by}) (rate({metric}{{{matcher}}}[{window}]) "
+            f"sum by ({by}) (rate({metric}{{{selector}}}[{window}]) "
             f"* on (envoy_cluster_name) group_left (namespace, model) {join})"
         )
 

@@ -144,18 +144,22 @@ def _counter(per_minute: int) -> str:
     return f"0+{per_minute}x20" if per_minute else "0x20"
 
 
-def _traffic(model: str, requests: int, errors: int | None, buckets: dict[str, int]) -> list[dict[str, str]]:
-    """Series for one model: requests and 5xx per minute (None: no 5xx counter), cumulative buckets in ms."""
-    series = [{"series": f"envoy_cluster_upstream_rq_total{{{_cluster(model)}}}", "values": _counter(requests)}]
+def _traffic(
+    model: str, requests: int, errors: int | None, buckets: dict[str, int], job: str = 'job="envoy"'
+) -> list[dict[str, str]]:
+    """Series for one model: requests and 5xx per minute (None: no 5xx counter), cumulative buckets in ms,
+    as the ``job`` (by default the Gateway's scrape job) stores them."""
+    labels = f"{job},{_cluster(model)}"
+    series = [{"series": f"envoy_cluster_upstream_rq_total{{{labels}}}", "values": _counter(requests)}]
     if errors is not None:
         series.append(
             {
-                "series": f'envoy_cluster_upstream_rq_xx{{{_cluster(model)},envoy_response_code_class="5"}}',
+                "series": f'envoy_cluster_upstream_rq_xx{{{labels},envoy_response_code_class="5"}}',
                 "values": _counter(errors),
             }
         )
     series += [
-        {"series": f'envoy_cluster_upstream_rq_time_bucket{{{_cluster(model)},le="{le}"}}', "values": _counter(count)}
+        {"series": f'envoy_cluster_upstream_rq_time_bucket{{{labels},le="{le}"}}', "values": _counter(count)}
         for le, count in buckets.items()
     ]
     return series
@@ -264,6 +268,59 @@ def _unit_tests() -> dict[str, Any]:
 def test_alerts_fire_for_bad_series_and_stay_quiet_for_good_ones(rendered: Path) -> None:
     (rendered / "unit-tests.yml").write_text(yaml.safe_dump(_unit_tests(), sort_keys=False))
     result = promtool("test", "rules", "unit-tests.yml", cwd=rendered)
+    assert _passed(result), result.stdout + result.stderr
+
+
+#: Where a team's pod lands (job 'team-pods', its own namespace), had it published Envoy's names.
+FORGED = 'job="team-pods",namespace="mlplane-team-b-serving",pod="forger-1"'
+
+
+@needs_promtool
+def test_envoy_series_from_another_job_never_fire_or_hide_a_platform_models_alert(rendered: Path) -> None:
+    """Review finding: a team pod publishing Envoy-named series for a platform model's route.
+    The team-pods job drops those names (test_team_metrics_real.py proves it on a real
+    Prometheus); the rules also count the Gateway's job only, checked here: forged 100% 5xx on
+    healthy 'wine' fires nothing, forged 2xx padding on failing 'iris' hides nothing."""
+    series = [
+        # wine: healthy at the Gateway (1% 5xx, fast); forged: every request a 5xx, 10s each.
+        *_traffic("wine", 600, 6, {"50": 0, "100": 600, "+Inf": 600}),
+        *_traffic("wine", 6000, 6000, {"10000": 0, "+Inf": 6000}, job=FORGED),
+        # iris: 10% 5xx and slow at the Gateway; forged: 100x as many fast 2xx.
+        *_traffic("iris", 600, 60, {"1000": 0, "2500": 0, "5000": 600, "+Inf": 600}),
+        *_traffic("iris", 60000, 0, {"50": 60000, "+Inf": 60000}, job=FORGED),
+    ]
+    tests = {
+        "rule_files": [RULES_FILE],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": "15m", "alertname": "ModelErrorRateHigh", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "model": "iris"},
+                    "exp_annotations": {
+                        "summary": "Model iris answers 10% of requests with 5xx",
+                        "description": "More than 5% of the requests to the model failed (5xx) over 5m, for 5m.",
+                    },
+                }]},
+                {"eval_time": "15m", "alertname": "ModelLatencyHigh", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "model": "iris"},
+                    "exp_annotations": {
+                        "summary": "Model iris p99 latency is 4.975s",
+                        "description": "The model's p99 latency over 5m was above 1s for 5m.",
+                    },
+                }]},
+            ],
+            "promql_expr_test": [
+                _close_to("mlplane:model_error_ratio", "wine", 0.01),
+                _close_to("mlplane:model_error_ratio", "iris", 0.1),
+                _close_to("mlplane:model_request_rate", "iris", 10),
+                _close_to("mlplane:model_latency_p99_seconds", "wine", 0.0995),
+            ],
+        }],
+    }
+    (rendered / "forged-tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = promtool("test", "rules", "forged-tests.yml", cwd=rendered)
     assert _passed(result), result.stdout + result.stderr
 
 

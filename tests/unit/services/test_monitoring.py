@@ -525,3 +525,46 @@ def test_only_the_gateway_and_grafana_reach_prometheus_and_only_the_gateway_reac
 
 def selector_of(result: Capture, name: str) -> dict[str, str]:
     return manifest(result, f"{PREFIX}-{name}")["spec"]["selector"]["matchLabels"]
+
+
+# --------------------------------------------------------------------------------------------
+# Team pods cannot forge the platform's series (review finding: forged Envoy metrics)
+# --------------------------------------------------------------------------------------------
+
+
+def test_team_pods_cannot_publish_the_series_names_the_platform_reads():
+    """The 'team-pods' job drops, at scrape time, every name only the platform's jobs publish."""
+    import re
+
+    from mlplane.services.prometheus_config import TEAM_JOB, team_scrape_job
+
+    job = team_scrape_job(["mlplane-team-a", "mlplane-team-a-serving"])
+    assert job["job_name"] == TEAM_JOB and "honor_labels" not in job
+    [drop] = job["metric_relabel_configs"]
+    assert drop["action"] == "drop" and drop["source_labels"] == ["__name__"]
+    reserved = re.compile(f"^(?:{drop['regex']})$")  # Prometheus anchors relabel regexes
+    for name in ("envoy_cluster_upstream_rq_xx", "envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_rq_time_bucket",
+                 "flagger_canary_weight", "flagger_canary_status", "mlflow_http_request_total",
+                 "mlplane:model_error_ratio", "mlplane:team_model_info", "job:anything:rate5m",
+                 "up", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE"):
+        assert reserved.match(name), name
+    # What the team's exporter publishes, and a team's own application metrics, are kept.
+    for name in ("mlplane_team_model_info", "mlplane_model_drift_share", "mlplane_model_drift_share_threshold",
+                 "mlplane_model_drift_last_run_timestamp_seconds", "http_requests_total", "process_cpu_seconds_total",
+                 "my_envoy_requests_total", "uptime_seconds"):
+        assert not reserved.match(name), name
+
+
+def test_every_envoy_selector_of_the_rules_is_pinned_to_the_gateways_job():
+    """Platform and team model rules count Envoy's series from the Gateway's job only."""
+    import re
+
+    from mlplane.services.progressive import GATEWAY_JOB
+
+    document = rules([IRIS, WINE], AlertsConfig(), "5m", teams=True)
+    exprs = [r["expr"] for g in document["groups"] for r in g["rules"]]
+    selectors = [s for e in exprs for s in re.findall(r"\benvoy_[a-z_]+\{([^}]*)\}", e)]
+    assert len(selectors) >= 2 * 3 + 3  # three per platform model, three in the team rules
+    assert all(s.startswith(f'job="{GATEWAY_JOB}"') for s in selectors), selectors
+    # No Envoy series is read without a selector either.
+    assert not [e for e in exprs if re.search(r"\benvoy_cluster_upstream_[a-z_]+\b(?!\{)", e)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -64,6 +65,22 @@ def test_canary_and_metric_templates_validate_strictly_against_flaggers_crds(crd
         document = {"apiVersion": progressive.API_VERSION, "kind": "MetricTemplate", "metadata": {"name": name}, "spec": template}
         assert strict_errors(document, crds["MetricTemplate"], "v1beta1") == []
         assert 'envoy_cluster_name="httproute/{{ namespace }}/{{ target }}/rule/0"' in template["query"]
+
+
+def test_every_flagger_check_counts_only_the_gateways_own_envoy_series():
+    """A series named like Envoy's from any other job (a team's pod) never enters a check."""
+    for template in progressive.metric_templates("iris", "http://prometheus:9090").values():
+        selectors = re.findall(r"envoy_[a-z_]+\{([^}]*)\}", template["query"])
+        assert selectors and all(s.startswith(f'job="{progressive.GATEWAY_JOB}",') for s in selectors), template["query"]
+
+
+def test_deleting_a_canary_hands_the_target_back_scaled_like_the_primary(crds):
+    """Leaving mode 'progressive' deletes the Canary; without revertOnDeletion Flagger would
+    leave the target Deployment at the 0 replicas it runs with between rollouts."""
+    spec = progressive.canary_spec(_model(), GATEWAY, 80)
+    assert spec["revertOnDeletion"] is True
+    assert crds["Canary"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "revertOnDeletion"]["type"] == "boolean"
 
 
 @pytest.mark.parametrize(
@@ -181,6 +198,17 @@ def test_a_progressive_model_gets_a_canary_and_flagger_owns_its_services_and_rou
                                                  "name": "mlplane", "namespace": "mlplane-routing", "sectionName": "http"}]
     assert objects[("MetricTemplate", ns, "fraud-error-rate")]["spec"]["provider"]["address"] == PROMETHEUS
     assert [f.check for f in checks.validate_schemas(result.manifests())] == []
+
+
+def test_the_controller_outlives_the_canaries_it_must_finalize(run_component):
+    """revertOnDeletion puts Flagger's finalizer on the Canary: the controller (its Deployment,
+    Role and NetworkPolicies) is deleted only after the Canary, or the deletion would hang."""
+    result, _ = run_component(_serving(), PROGRESSIVE)
+    canary = next(r for r in result.resources if r.type.endswith("Canary"))
+    assert canary.manifest()["spec"]["revertOnDeletion"] is True
+    controller = [r for r in result.resources if r.parent == result.named("mlplane-serving-flagger").urn]
+    needed = {r.urn for r in controller if r.type.split(":")[-1] in ("Deployment", "RoleBinding", "NetworkPolicy")}
+    assert len(needed) >= 4 and needed <= set(canary.depends_on), needed - set(canary.depends_on)
 
 
 def test_the_flagger_controller_is_namespaced_restricted_and_fenced(run_component):

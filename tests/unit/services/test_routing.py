@@ -13,6 +13,7 @@ import pytest
 from mlplane.core import kube
 from mlplane.config import versions
 from mlplane.config import ConfigError, RoutingConfig, parse_platform
+from mlplane.services.progressive import GATEWAY_JOB
 from mlplane.services.routing import (
     CERTGEN_COMMAND,
     ENVOY_UID,
@@ -254,7 +255,8 @@ def test_gateway_ref_builds_ui_urls_with_the_host_port(run_component):
 def test_scrape_target_selects_the_gateways_envoy_pods(run_component):
     _, out = run_component(build)
     (target,) = out["routing"].scrape_targets
-    assert target.job == "envoy"
+    # The job every Envoy query of the rules and Flagger's checks is pinned to.
+    assert target.job == "envoy" == GATEWAY_JOB
     assert target.namespace == "mlplane-gateway"
     assert target.port == "metrics"
     assert target.path == "/stats/prometheus"
