@@ -251,19 +251,27 @@ class Network(pulumi.ComponentResource):
             kms_key_id=args.kms_key_arn,
             opts=self._opts(),
         )
+        # Only flow logs of this account may use the role (the confused-deputy conditions the VPC
+        # User Guide, "IAM role for publishing flow logs to CloudWatch Logs", recommends).
+        account = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(provider=args.provider, parent=self)
+        ).account_id
         role = aws.iam.Role(
             f"{name}-flow-logs-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
+            assume_role_policy=account.apply(
+                lambda account_id: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                            }
+                        ],
+                    }
+                )
             ),
             opts=self._opts(),
         )

@@ -411,3 +411,10 @@ def test_an_internet_facing_nlb_terminates_tls_with_the_acm_certificate(variant)
 def test_ui_urls_are_https_when_the_load_balancer_terminates_tls(variant, default):
     assert variant.outputs["urls"]["mlflow"] == "https://mlflow.ml.example.com"
     assert default.outputs["urls"]["mlflow"] == "http://mlflow.ml.example.com"
+
+
+def test_the_flow_log_role_trusts_only_this_accounts_flow_logs(default):
+    role = next(r for r in of_type(default, "aws:iam/role:Role") if r.name.endswith("-flow-logs-role"))
+    (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    assert statement["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"].isdigit()
