@@ -105,9 +105,9 @@ def canary_spec(
         # The new version downloads and loads its model before it is ready.
         "progressDeadlineSeconds": model.startup_timeout_seconds + 120,
         # Deleting the Canary (the model leaves mode 'progressive', or is removed) hands the target
-        # back as it was: Flagger's finalizer resumes its HPA and scales it to the primary's
-        # replicas (pkg/controller/finalizer.go, DeploymentController.Finalize), instead of
-        # leaving it at the 0 replicas it runs with between rollouts, which no HPA scales from.
+        # back as it was: Flagger's finalizer scales it to the primary's replicas
+        # (pkg/controller/finalizer.go, DeploymentController.Finalize) and its HPA takes over,
+        # instead of leaving it at the 0 replicas it runs with between rollouts (no HPA scales from 0).
         "revertOnDeletion": True,
         "service": service,
         "analysis": {
