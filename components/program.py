@@ -124,6 +124,18 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
     if platform.serving.api_key is not None:
         # Requests to the models carry it in the x-api-key header (serving.auth.mode 'api-key').
         pulumi.export("modelApiKey", platform.serving.api_key)
+    aws_facts: dict[str, object] = {}
+    if config.target == "aws" and config.aws is not None:
+        # What `mlplane verify` needs on AWS (docs/verify.md#aws), where S3 and ECR are reached
+        # with the operator's AWS identity, not keys: the target, the region, the artifact
+        # bucket's physical name and the platform's ECR repositories (name -> repository URL).
+        repositories = getattr(platform.registry, "repositories", {})
+        aws_facts = {
+            "target": "aws",
+            "region": config.aws.region,
+            "artifactsBucket": platform.storage.artifacts_bucket,
+            "registryRepositories": {key: repo.repository_url for key, repo in repositories.items()},
+        }
     pulumi.export(
         "platform",
         {
@@ -139,6 +151,7 @@ def platform_program(config: PlatformConfig, teams: Sequence[TeamGrant] | None =
             "s3Region": platform.storage.region,
             "registryPullPrefix": platform.registry.pull_prefix,
             "registryClusterPushUrl": platform.registry.cluster_push_url,
+            **aws_facts,
         },
     )
     return platform
