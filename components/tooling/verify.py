@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mlplane.tooling import verify_aws
 from mlplane.tooling.verify_http import CheckFailed, Http, s3_cause, s3_client, status_cause
 
 PREFIX = "mlplane-verify"
@@ -28,6 +29,10 @@ ALIAS = "verify"
 GRAFANA_USER = "admin"
 GRAFANA_DATASOURCE_UID = "prometheus"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+#: On AWS the probe image goes to the ECR repository CI pushes to (``$MLPLANE_REGISTRY/models``:
+#: mlplane.targets.aws.registry REPOSITORIES; ECR needs a repository before a push).
+ECR_REPOSITORY = "models"
+_ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
 class VerifyInputError(Exception):
@@ -47,8 +52,11 @@ class Target:
     mlflow_url: str
     mlflow_auth: tuple[str, str]
     s3_endpoint: str
-    s3_credentials: tuple[str, str]
+    #: The stack's storage keys; None on AWS: the operator's identity (boto3's default chain).
+    s3_credentials: tuple[str, str] | None
     s3_region: str = "us-east-1"
+    #: Where the platform runs (its output ``platform.target``): "local" or "aws".
+    platform_target: str = "local"
     #: The bucket MLflow's artifacts land in (a team's bucket); None: searched in every bucket.
     bucket: str | None = None
     workspace: str | None = None
@@ -64,11 +72,34 @@ class Target:
     #: The namespace the models are served in: a model's ``mlplane:model_info`` series is the one
     #: labelled with it (a team's and the platform's models may share a name). None: any.
     serving_namespace: str | None = None
+    #: AWS: the ECR repository of the probe image (``<platform>/models``, ``<platform>/<team>/models``).
+    registry_repository: str | None = None
+    #: AWS: returns basic credentials for ECR (default: ``ecr:GetAuthorizationToken`` as the
+    #: operator, verify_aws.ecr_login); tests inject their own.
+    registry_login: Callable[[], tuple[str, str]] | None = None
+
+    @property
+    def aws(self) -> bool:
+        return self.platform_target == "aws"
 
 
 def probe_repository(target: Target) -> str:
-    """The probe image's repository: a team may push only under ``<team>/`` (mlplane.backing.registry_auth)."""
+    """The probe image's repository: a team may push only under ``<team>/`` (mlplane.backing.registry_auth);
+    on AWS the ECR repository the platform created for it (it must exist before a push)."""
+    if target.aws and target.registry_repository:
+        return target.registry_repository
     return f"{target.name}/{PROBE_REPOSITORY}" if target.kind == "team" else PROBE_REPOSITORY
+
+
+def platform_target(platform: dict[str, Any]) -> str:
+    """'aws' or 'local' from a platform stack's outputs: ``platform.target`` (exported on AWS), or,
+    for a stack deployed before it was, an ECR registry host in ``registryPushUrl``."""
+    facts = platform.get("platform") if isinstance(platform.get("platform"), dict) else {}
+    if facts.get("target") in ("aws", "local"):
+        return str(facts["target"])
+    push = platform.get("registryPushUrl")
+    host = push.split("/", 1)[0] if isinstance(push, str) else ""
+    return "aws" if _ECR_HOST.match(host) else "local"
 
 
 def _get(outputs: dict[str, Any], path: str, where: str, required: bool = True) -> Any:
@@ -105,6 +136,21 @@ def _registry_url(urls: dict[str, Any], outputs: dict[str, Any]) -> str | None:
     return f"{'http' if local else 'https'}://{host}"
 
 
+def _ecr_repository(platform: dict[str, Any], facts: dict[str, Any], team: str | None) -> str | None:
+    """The ECR repository of the probe image: the platform's ``models`` repository (its output
+    ``platform.registryRepositories``), a team's ``<platform>/<team>/models`` (created by the
+    platform when it admits the team, docs/components/aws-registry.md)."""
+    repositories = facts.get("registryRepositories") if isinstance(facts.get("registryRepositories"), dict) else {}
+    push = platform.get("registryPushUrl")
+    prefix = push.split("/", 1)[1] if isinstance(push, str) and "/" in push else None
+    if team is not None:
+        return f"{prefix}/{team}/{ECR_REPOSITORY}" if prefix else None
+    url = repositories.get(ECR_REPOSITORY)
+    if isinstance(url, str) and "/" in url:
+        return url.split("/", 1)[1]
+    return f"{prefix}/{ECR_REPOSITORY}" if prefix else None
+
+
 def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str = "outputs") -> Target:
     """The Target of a platform stack's outputs, or of a team stack's with its platform's."""
     if not isinstance(outputs, dict):
@@ -121,8 +167,15 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
     if not isinstance(urls, dict):
         raise VerifyInputError(f"{pwhere}: output 'urls' must be an object, got {type(urls).__name__}")
     mlflow = _url(_get(platform, "urls.mlflow", pwhere), pwhere, "urls.mlflow")
-    s3 = _url(_get(platform, "urls.s3", pwhere), pwhere, "urls.s3")
-    region = (platform.get("platform") or {}).get("s3Region") or "us-east-1"
+    aws = platform_target(platform) == "aws"
+    facts = platform.get("platform") if isinstance(platform.get("platform"), dict) else {}
+    if aws:
+        # S3 through the regional endpoint with the operator's identity: no keys, no urls.s3.
+        region = str(_get(platform, "platform.region" if "region" in facts else "platform.s3Region", pwhere))
+        s3 = _url(_get(platform, "platform.s3Endpoint", pwhere), pwhere, "platform.s3Endpoint")
+    else:
+        s3 = _url(_get(platform, "urls.s3", pwhere), pwhere, "urls.s3")
+        region = facts.get("s3Region") or "us-east-1"
     # A team pushes with its own identity (its outputs), the platform with the platform's.
     registry_user = outputs.get("registryUsername") or platform.get("registryUsername")
     registry_password = outputs.get("registryPassword") or platform.get("registryPassword")
@@ -134,14 +187,23 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
         model_api_key=(outputs.get("modelApiKey") or platform.get("modelApiKey")) or None,
         prometheus_url=_url(urls["prometheus"], pwhere, "urls.prometheus") if urls.get("prometheus") else None,
     )
+    if aws:
+        team_name = team.get("name") if isinstance(team, dict) else None
+        common.update(platform_target="aws", registry_auth=None,
+                      registry_repository=_ecr_repository(platform, facts, str(team_name) if team_name else None))
     if team is None:
+        if aws and not facts.get("artifactsBucket"):
+            raise VerifyInputError(
+                f"{where}: output 'platform.artifactsBucket' is missing: an AWS platform exports its artifact bucket's "
+                "name (run `pulumi up` with this mlplane version to refresh the outputs)"
+            )
         platform_name = (outputs.get("platform") or {}).get("name")
         return Target(
             kind="platform",
             name=str(platform_name or "platform"),
             serving_namespace=f"{platform_name}-serving" if platform_name else None,
             mlflow_auth=(_get(outputs, "mlflowAdminUsername", where), _get(outputs, "mlflowAdminPassword", where)),
-            s3_credentials=(_get(outputs, "s3AccessKeyId", where), _get(outputs, "s3SecretAccessKey", where)),
+            s3_credentials=None if aws else (_get(outputs, "s3AccessKeyId", where), _get(outputs, "s3SecretAccessKey", where)),
             bucket=(outputs.get("platform") or {}).get("artifactsBucket"),
             model_urls={k.removeprefix("model-"): _url(v, where, f"urls.{k}") for k, v in urls.items() if k.startswith("model-")},
             grafana_url=_url(urls["grafana"], where, "urls.grafana") if urls.get("grafana") else None,
@@ -155,7 +217,7 @@ def target_from_outputs(outputs: Any, platform_outputs: Any = None, where: str =
         kind="team",
         name=str(_get(team, "name", where)),
         mlflow_auth=(_get(outputs, "mlflowUsername", where), _get(outputs, "mlflowPassword", where)),
-        s3_credentials=(_get(outputs, "s3AccessKeyId", where), _get(outputs, "s3SecretAccessKey", where)),
+        s3_credentials=None if aws else (_get(outputs, "s3AccessKeyId", where), _get(outputs, "s3SecretAccessKey", where)),
         bucket=_get(team, "bucket", where),
         workspace=team.get("mlflowWorkspace") or None,
         model_urls={k: _url(v, where, f"team.modelUrls.{k}") for k, v in models.items()},
@@ -253,51 +315,81 @@ def check_mlflow_run(run: Run) -> str:
     return f"experiment {run.name}: run {run.run_id} with a param, a metric and {ARTIFACT_NAME}"
 
 
+def _bucket_error(run: Run, error: Exception, action: str, bucket: str | None) -> str:
+    """Why an S3 call failed: on AWS naming the permission ``action`` the operator's identity lacks."""
+    t = run.target
+    if t.aws:
+        return verify_aws.aws_cause(error, action, f"bucket {bucket}" if bucket else "S3")
+    return s3_cause(error, t.s3_endpoint, bucket, run.timeout)
+
+
+def _bucket_client(run: Run) -> tuple[Any, str]:
+    """An S3 client and who it acts as: the stack's keys, or on AWS the operator's identity."""
+    t = run.target
+    if t.aws:
+        who = f"your AWS identity {verify_aws.caller(t.s3_region, run.timeout)}"
+        return verify_aws.s3_client(t.s3_region, t.s3_endpoint, run.timeout), who
+    assert t.s3_credentials is not None
+    who = "the team's storage credentials" if t.kind == "team" else "the stack's storage credentials"
+    return s3_client(t.s3_endpoint, *t.s3_credentials, t.s3_region, run.timeout), who
+
+
 def check_artifact_in_bucket(run: Run) -> str:
     t = run.target
     if run.run_id is None:
         raise CheckFailed("the artifact", "no run was logged (see the row above)")
-    client = s3_client(t.s3_endpoint, *t.s3_credentials, t.s3_region, run.timeout)
+    client, who = _bucket_client(run)
     if t.kind == "team" and t.bucket:
-        return _team_bucket_probe(run, client, t.bucket)
+        return _team_bucket_probe(run, client, t.bucket, who)
     suffix = f"{run.run_id}/artifacts/{ARTIFACT_NAME}"
     buckets = [t.bucket] if t.bucket else None
+    action, bucket = "s3:ListAllMyBuckets", t.bucket
     try:
         if buckets is None:
             buckets = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
         for bucket in buckets:
+            action = verify_aws.S3_LIST
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, PaginationConfig={"MaxItems": 20000}):
                 for item in page.get("Contents", []):
                     if item["Key"].endswith(suffix):
+                        action = verify_aws.S3_READ
                         data = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
                         if data != f"{run.name}\n".encode():
                             raise CheckFailed("the artifact in the bucket", "differs from what MLflow was sent")
-                        return f"s3://{bucket}/{item['Key']} read with the stack's storage credentials"
+                        return f"s3://{bucket}/{item['Key']} read with {who}"
     except CheckFailed:
         raise
     except Exception as error:  # botocore's errors, explained
-        raise CheckFailed("reading the bucket", s3_cause(error, t.s3_endpoint, t.bucket, run.timeout)) from None
+        raise CheckFailed("reading the bucket", _bucket_error(run, error, action, bucket)) from None
     raise CheckFailed("the artifact in the bucket", f"not found in {', '.join(buckets) or 'any bucket'}: MLflow stores artifacts elsewhere")
 
 
-def _team_bucket_probe(run: Run, client: Any, bucket: str) -> str:
+def _team_bucket_probe(run: Run, client: Any, bucket: str, who: str) -> str:
     """A team's row: MLflow's proxy keeps every workspace's artifacts in the platform's artifact
     store (``workspaces/<workspace>/...``), which the team's storage identity may not read; the
-    team's own bucket is proven by writing, reading back and deleting a probe object in it."""
+    team's own bucket is proven by writing, reading back and deleting a probe object in it. On AWS
+    with the operator's identity: the team's pods reach it with their role (EKS Pod Identity), which
+    cannot be assumed from outside the cluster."""
     key = f"{run.name}.txt"
     body = f"{run.name}\n".encode()
+    action = verify_aws.S3_WRITE
     try:
         client.put_object(Bucket=bucket, Key=key, Body=body)
         try:
+            action = verify_aws.S3_READ
             if client.get_object(Bucket=bucket, Key=key)["Body"].read() != body:
                 raise CheckFailed(f"s3://{bucket}/{key} read back", "differs from what was written")
         finally:
+            failed, action = action, verify_aws.S3_DELETE
             client.delete_object(Bucket=bucket, Key=key)
+            action = failed
     except CheckFailed:
         raise
     except Exception as error:  # botocore's errors, explained
-        raise CheckFailed(f"writing s3://{bucket}/{key}", s3_cause(error, run.target.s3_endpoint, bucket, run.timeout)) from None
-    return (f"s3://{bucket}/{key} written, read back and deleted with the team's storage credentials; the run's "
+        raise CheckFailed(f"writing s3://{bucket}/{key}", _bucket_error(run, error, action, bucket)) from None
+    roles = (" (not the team's pod role: EKS Pod Identity roles cannot be assumed from outside the cluster)"
+             if run.target.aws else "")
+    return (f"s3://{bucket}/{key} written, read back and deleted with {who}{roles}; the run's "
             f"artifact is in the platform's artifact store (read back through MLflow above)")
 
 
@@ -346,17 +438,42 @@ class RegistryHttp(Http):
         return super().request(method, url, headers=headers, **kwargs)
 
 
+def _location(response: Any, base: str, what: str) -> str:
+    location = response.headers.get("Location") or response.headers.get("location")
+    if not location:
+        raise CheckFailed(what, "the registry sent no Location header")
+    return urllib.parse.urljoin(base + "/", location)
+
+
 def _blob_upload(http: Http, base: str, repo: str, data: bytes) -> str:
+    """The chunked upload docker push does (POST, PATCH with the data, PUT ``?digest=``): the
+    OCI distribution spec's "pushing a blob in chunks", which ECR maps to InitiateLayerUpload,
+    UploadLayerPart and CompleteLayerUpload."""
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     start = http.expect("POST", f"{base}/v2/{repo}/blobs/uploads/", "starting a blob upload", ok=(202,))
-    location = start.headers.get("Location") or start.headers.get("location")
-    if not location:
-        raise CheckFailed("starting a blob upload", "the registry sent no Location header")
-    location = urllib.parse.urljoin(base + "/", location)
+    location = _location(start, base, "starting a blob upload")
+    chunk = http.expect("PATCH", location, "uploading a blob", ok=(202,), body=data,
+                        headers={"Content-Type": "application/octet-stream"})
+    location = _location(chunk, base, "uploading a blob")
     sep = "&" if "?" in location else "?"
-    http.expect("PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}", "uploading a blob", ok=(201,),
-                body=data, headers={"Content-Type": "application/octet-stream"})
+    http.expect("PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}", "completing a blob upload", ok=(201,))
     return digest
+
+
+def probe_tag(run: Run) -> str:
+    """The probe image's tag: on AWS ``mlplane-verify-<timestamp>`` (it lands in the platform's
+    ``models`` repository, whose tags are immutable), elsewhere the timestamp."""
+    return run.name if run.target.aws else run.stamp
+
+
+def _registry_http(run: Run) -> RegistryHttp:
+    """The registry client: on AWS basic credentials from ECR's authorization token (the
+    operator's identity), elsewhere the token flow with the outputs' registry identity."""
+    t = run.target
+    if t.aws:
+        login = t.registry_login or (lambda: verify_aws.ecr_login(t.s3_region, run.timeout))
+        return RegistryHttp(timeout=run.timeout, auth=login())
+    return RegistryHttp(timeout=run.timeout, basic=t.registry_auth)
 
 
 def check_registry(run: Run) -> str:
@@ -364,7 +481,8 @@ def check_registry(run: Run) -> str:
     repo = probe_repository(run.target)
     if base is None:
         raise CheckFailed("the registry", "the stack outputs name no registry (urls.registry / registryPushUrl)")
-    http = RegistryHttp(timeout=run.timeout, basic=run.target.registry_auth)
+    tag = probe_tag(run)
+    http = _registry_http(run)
     http.expect("GET", f"{base}/v2/", "the registry's /v2/ endpoint")
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
                          "config": {"Labels": {"dev.mlplane.tooling.verify": run.stamp}}}).encode()
@@ -376,17 +494,18 @@ def check_registry(run: Run) -> str:
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
     }).encode()
-    http.expect("PUT", f"{base}/v2/{repo}/manifests/{run.stamp}", "pushing the manifest", ok=(201,),
+    http.expect("PUT", f"{base}/v2/{repo}/manifests/{tag}", "pushing the manifest", ok=(201,),
                 body=manifest, headers={"Content-Type": OCI_MANIFEST})
     run.probe_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    got = http.expect("GET", f"{base}/v2/{repo}/manifests/{run.stamp}", "pulling the manifest back",
+    got = http.expect("GET", f"{base}/v2/{repo}/manifests/{tag}", "pulling the manifest back",
                       headers={"Accept": OCI_MANIFEST})
     if got.body != manifest:
         raise CheckFailed("the manifest pulled back", "differs from what was pushed")
     blob = http.expect("GET", f"{base}/v2/{repo}/blobs/{layer_digest}", "pulling the layer back")
     if blob.body != layer:
         raise CheckFailed("the layer pulled back", "differs from what was pushed")
-    return f"pushed and pulled {repo}:{run.stamp} ({run.probe_digest[:19]}...) at {base}"
+    who = " as your AWS identity (ECR authorization token)" if run.target.aws else ""
+    return f"pushed and pulled {repo}:{tag} ({run.probe_digest[:19]}...) at {base}{who}"
 
 
 # --- Serving and Prometheus -------------------------------------------------------------------
@@ -538,7 +657,11 @@ def cleanup(run: Run) -> str:
     if run.experiment_id:
         attempt(f"experiment {run.name}", lambda: run.api(
             "POST", "/api/2.0/mlflow/experiments/delete", "deleting", {"experiment_id": run.experiment_id}))
-    if run.probe_digest and t.registry_url:
+    if run.probe_digest and t.registry_url and t.aws:
+        # ECR deletes by its API (ecr:BatchDeleteImage), as the operator.
+        repo, digest = probe_repository(t), run.probe_digest
+        attempt(f"image {repo}:{probe_tag(run)}", lambda: verify_aws.ecr_delete(t.s3_region, repo, digest, run.timeout))
+    elif run.probe_digest and t.registry_url:
         # The bundled registry disables deletes and its tokens grant no "delete": the probe stays.
         repo = probe_repository(t)
         attempt(f"image {repo}:{run.stamp}: the registry refuses deletes", lambda: RegistryHttp(timeout=run.timeout, basic=t.registry_auth).expect(

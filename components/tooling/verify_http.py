@@ -74,6 +74,21 @@ def status_cause(status: int, body: str = "") -> str:
     return f"HTTP {status}{detail}"
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never carry the credentials to another host: ECR serves layers from
+    pre-signed S3 URLs (ECR API reference, GetDownloadUrlForLayer), which refuse a second
+    Authorization header, and a registry's password must not reach a host it redirects to."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects())
+
+
 @dataclass
 class Http:
     """A tiny client: basic auth, extra headers on every request, a timeout."""
@@ -104,7 +119,7 @@ class Http:
         all_headers.update(headers or {})
         request = urllib.request.Request(url, data=body, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return Response(response.status, dict(response.headers), response.read(), url)
         except urllib.error.HTTPError as error:
             return Response(error.code, dict(error.headers or {}), error.read(), url)
