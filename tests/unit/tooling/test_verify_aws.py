@@ -299,3 +299,28 @@ def test_ecr_delete_removes_an_image_moto_holds(aws_env):
     digest = ecr.put_image(repositoryName="mlplane/models", imageManifest=manifest, imageTag="mlplane-verify-1")["image"]["imageId"]["imageDigest"]
     verify_aws.ecr_delete(REGION, "mlplane/models", digest, 5)
     assert ecr.list_images(repositoryName="mlplane/models")["imageIds"] == []
+
+
+def test_the_cli_on_aws_outputs_without_credentials_exits_1_naming_them_and_2_on_bad_input(tmp_path):
+    import json
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    mlplane = str(Path(sys.executable).parent / "mlplane")
+    outputs = aws_outputs()
+    outputs["urls"] = {"mlflow": "http://127.0.0.1:9"}  # nothing listens: the MLflow rows fail fast
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    done = subprocess.run([mlplane, "verify", "--outputs", str(path), "--json", "--timeout", "2"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    rows = {r["check"]: r for r in json.loads(done.stdout)["checks"]}
+    assert rows["image registry push"]["status"] == "fail"
+    assert "no AWS credentials found" in rows["image registry push"]["cause"]
+    assert "ecr:GetAuthorizationToken" in rows["image registry push"]["cause"]
+    path.write_text(json.dumps(aws_outputs(artifactsBucket=None)))
+    done = subprocess.run([mlplane, "verify", "--outputs", str(path)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "platform.artifactsBucket' is missing" in done.stderr and done.stdout == ""
