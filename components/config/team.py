@@ -577,10 +577,10 @@ class TeamConfig(_Model):
     def grant_summary(self) -> dict[str, Any]:
         """What the platform stack grants from this config (its output ``teamGrants``): a team
         stack whose file asks for something else must wait for the platform's next update."""
-        return {
-            "services": sorted(self.services),
-            "bucket": self.bucket if self.uses("object_storage") else None,
-        }
+        summary: dict[str, Any] = {"services": sorted(self.services)}
+        if self.uses("object_storage"):  # no None values: a stack output drops them
+            summary["bucket"] = self.bucket
+        return summary
 
     def namespaces(self, platform_name: str) -> tuple[str, str]:
         """The work and serving namespaces on a platform."""

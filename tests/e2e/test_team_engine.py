@@ -49,7 +49,7 @@ def program():
     # The platform has admitted team ops (mlplane.services.team_access), so `team create` deploys it directly.
     pulumi.export("admittedTeams", ["ops"])
     # What it granted ops from its file (mlplane.program: teamGrants): nothing to update.
-    pulumi.export("teamGrants", {"ops": {"services": ["registry"], "bucket": None}})
+    pulumi.export("teamGrants", {"ops": {"services": ["registry"]}})
 
 stack = auto.create_or_select_stack("local", project_name="mlplane", program=program,
                                     opts=auto.LocalWorkspaceOptions(work_dir=sys.argv[1]))
