@@ -95,7 +95,9 @@ wait_for() {
 }
 
 say "unit, render and packaging tests"
-"$VENV/bin/python" -m pytest -m "not e2e and not cluster and not servers"
+# One worker per core (pytest-xdist), a test file's tests on one worker (module fixtures render
+# once): 3.5 min instead of 6 on 2 cores (docs/performance.md). MLPLANE_TEST_WORKERS=0: in-process.
+"$VENV/bin/python" -m pytest -m "not e2e and not cluster and not servers" -n "${MLPLANE_TEST_WORKERS:-auto}" --dist loadfile
 
 wait_for 0 servers
 say "real-server tests"
