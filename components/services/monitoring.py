@@ -66,6 +66,8 @@ GRAFANA_HOME = "/usr/share/grafana"
 TEAM_SCRAPE_PORT = "metrics"
 #: Pod template annotation that changes (and so rolls the pod) when the configuration changes.
 CHECKSUM_ANNOTATION = "mlplane.dev/config-checksum"
+#: The Prometheus configuration and rules: ConfigMap ``prometheus-config-<digest of its data>``.
+PROMETHEUS_CONFIG_MAP = "prometheus-config"
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,15 @@ class Monitoring(pulumi.ComponentResource):
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-prometheus-config",
-            metadata={"name": "prometheus-config", "namespace": namespace, "labels": labels},
+            # Named after its content: a change creates the new ConfigMap first and rolls the
+            # StatefulSet onto it (an update). With a fixed name the provider replaces a changed
+            # ConfigMap by deleting it first, and the engine then replaces the StatefulSet that
+            # mounts it as well (a StatefulSet must never be replaced: docs/upgrading.md).
+            metadata={
+                "name": data.apply(lambda d: f"{PROMETHEUS_CONFIG_MAP}-{_checksum(d)[:10]}"),
+                "namespace": namespace,
+                "labels": labels,
+            },
             data=data,
             opts=child,
         )

@@ -197,6 +197,22 @@ def test_5_a_config_change_updates_exactly_one_resource(project):
     project.run("preview", "--expect-no-changes")
 
 
+def test_5b_an_alert_rule_change_rolls_prometheus_and_never_replaces_its_statefulset(project):
+    """The provider replaces a ConfigMap whose data changes (its name is fixed: delete first); the
+    StatefulSet mounting it must only roll (checksum annotation), never be replaced with it: a
+    replaced StatefulSet is deleted first (docs/upgrading.md). Found by the upgrade e2e test."""
+    config = platform_config(project.rendered, max_replicas=3)
+    config["monitoring"] = {"alerts": {"model_error_rate": 0.1}}
+    project.write_config(config)
+    steps = _steps(project.run("preview", "--json").stdout)
+    assert sorted((s["op"], s["urn"].split("::")[-1]) for s in steps) == [
+        ("replace", "mlplane-monitoring-prometheus-config"),
+        ("update", "mlplane-monitoring-prometheus-statefulset"),
+    ]
+    project.run("up", "--yes", "--skip-preview")
+    project.run("preview", "--expect-no-changes")
+
+
 def test_6_secrets_are_encrypted_in_state(project):
     password = project.run("stack", "output", "mlflowAdminPassword", "--show-secrets").stdout.strip()
     assert len(password) >= 16

@@ -257,7 +257,7 @@ def test_the_platform_admits_flagger_to_prometheus(tmp_path):
     objects = _objects(result)
     sources = objects[("NetworkPolicy", "mlplane-monitoring", "prometheus")]["spec"]["ingress"][0]["from"]
     assert kube.namespace_peer("mlplane-flagger") in sources
-    config = yaml.safe_load(objects[("ConfigMap", "mlplane-monitoring", "prometheus-config")]["data"]["prometheus.yml"])
+    config = yaml.safe_load(next(v for (k, ns, n), v in objects.items() if (k, ns) == ("ConfigMap", "mlplane-monitoring") and n.startswith("prometheus-config-"))["data"]["prometheus.yml"])
     assert "flagger" in [job["job_name"] for job in config["scrape_configs"]]
 
 

@@ -166,7 +166,7 @@ def test_each_team_gets_its_own_flagger_watching_only_its_serving_namespace():
     roles = [k for k in objects if k[0] in ("Role", "RoleBinding") and k[2] == progressive.TEAM_ROLE]
     assert sorted(k[1] for k in roles) == sorted(["mlplane-team-fraud-serving"] * 2 + ["mlplane-team-risk-serving"] * 2)
     # Prometheus admits and scrapes them (job flagger-teams).
-    config = objects[("ConfigMap", "mlplane-monitoring", "prometheus-config")]["data"]["prometheus.yml"]
+    config = next(v for (k, ns, n), v in objects.items() if (k, ns) == ("ConfigMap", "mlplane-monitoring") and n.startswith("prometheus-config-"))["data"]["prometheus.yml"]
     assert "job_name: flagger-teams" in config
 
 
