@@ -101,12 +101,13 @@ say "unit, render and packaging tests"
 
 wait_for 0 servers
 say "real-server tests"
-"$VENV/bin/python" -m pytest -m servers
+# Each test file starts its own servers on free ports: files run side by side (5 min instead of 7).
+"$VENV/bin/python" -m pytest -m servers -n "${MLPLANE_TEST_WORKERS:-auto}" --dist loadfile
 
 wait_for 1 engine
 export MLPLANE_APISERVER=1
 export PATH="$(bash "$ROOT/scripts/bootstrap-engine.sh" --print-bin-dir):$PATH"
-say "end-to-end tests with the real Pulumi engine"
-"$VENV/bin/python" -m pytest -m e2e
-say "pulumi up against a real control plane with simulated nodes (kwok)"
-"$VENV/bin/python" -m pytest -m cluster
+say "end-to-end tests with the real Pulumi engine, and pulumi up against a real control plane with simulated nodes (kwok)"
+# One run, a test file per worker: the cluster file (its steps in order, one control plane) runs
+# beside the engine tests (their own API server), every server on free ports: 4.3 min instead of 5.9.
+"$VENV/bin/python" -m pytest -m "e2e or cluster" -n "${MLPLANE_TEST_WORKERS:-auto}" --dist loadfile
